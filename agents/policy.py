@@ -1,0 +1,139 @@
+"""The policy interface learners and rollouts use, and `HFPolicy`, its transformers implementation.
+
+A policy maps prompt token ids to generated token ids plus the log-probability of each sampled
+token under the distribution it was sampled from (after temperature and top-p). Token ids in,
+token ids out: a vLLM backend implements the same two methods. This module samples; it never
+computes losses or touches environments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample completions."""
+
+    max_new_tokens: int = 256
+    """Upper bound on generated tokens per completion."""
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1.0 disables it."""
+    seed: int | None = None
+    """Seeds torch's generator before sampling, for reproducible rollouts."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion: sampled token ids (stop token included if sampled) and their log-probs."""
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    finished: bool
+    """True when generation ended on a stop token, False when cut at max_new_tokens."""
+
+
+class Policy(Protocol):
+    """Anything that can generate from token ids and take new weights."""
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Generation]:
+        """Complete each prompt once."""
+        ...
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load new weights (after a learner's update)."""
+        ...
+
+
+class HFPolicy:
+    """A transformers causal LM generating in left-padded batches with a KV cache."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, stop_token_ids: Sequence[int] | None = None, batch_size: int = 16
+    ) -> None:
+        from llmenv.chat import ChatCodec
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_token_ids = sorted(stop_token_ids or ChatCodec(tokenizer).stop_token_ids)
+        if not self.stop_token_ids:
+            raise ValueError("the tokenizer defines no EOS or end-of-turn token; pass stop_token_ids=")
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.stop_token_ids[0]
+        self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live."""
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Generation]:
+        """Complete each prompt once; results are in prompt order."""
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        out: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            out.extend(self._generate_batch(prompts[start : start + self.batch_size], sampling))
+        return out
+
+    def _generate_batch(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Generation]:
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)  # (B, L)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, L)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.as_tensor(list(prompt), dtype=torch.long)
+            attention[row, width - len(prompt) :] = 1
+        greedy = sampling.temperature == 0
+        result = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention.to(self.device),
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p,
+            top_k=None,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.pad_token_id,
+            return_dict_in_generate=True,
+            output_scores=True,
+        )
+        new_tokens = result.sequences[:, width:].cpu()  # (B, T)
+        steps = [  # one (B,) tensor per step: log-prob of the sampled token under the processed logits
+            scores.float().log_softmax(-1).gather(-1, result.sequences[:, width + t, None])[:, 0]
+            for t, scores in enumerate(result.scores)
+        ]
+        logprobs = torch.stack(steps, dim=1).cpu()  # (B, T)
+        stops = torch.tensor(self.stop_token_ids)
+        generations = []
+        for row in range(len(prompts)):
+            tokens = new_tokens[row]
+            hit = torch.isin(tokens, stops).nonzero()
+            end = int(hit[0]) + 1 if len(hit) else len(tokens)
+            generations.append(
+                Generation(
+                    tokens=tokens[:end].numpy().astype(np.int64),
+                    logprobs=logprobs[row, :end].numpy().astype(np.float32),
+                    finished=bool(len(hit)),
+                )
+            )
+        return generations
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Copy new weights into the generating model."""
+        self.model.load_state_dict(dict(state_dict), strict=True)

@@ -1,0 +1,216 @@
+"""`LLMEnv`: a single-turn, token-in/token-out Gymnasium environment over a task source and a verifier.
+
+`reset` draws a task, renders its prompt through the tokenizer's chat template and returns the
+prompt token ids; `step` takes the token ids the policy generated, decodes them (never
+re-encodes), asks the verifier for a `Verdict` and ends the episode. The trajectory keeps the
+exact tokens with a loss mask that is 1 on policy tokens only. Multi-turn environments build on
+the same pieces (`TokenEpisode`, `validate_action`). Nothing here trains, samples or loads models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from llmenv.chat import ChatCodec
+from llmenv.errors import InvalidActionError, ResetNeededError, TaskConfigError
+from llmenv.sources import TaskSource, as_source
+from llmenv.types import Task, Trajectory, Turn, Verdict
+from llmenv.verifiers.base import call_verifier
+
+VerifierFn = Callable[[str, Task], "Verdict | float | bool"]
+
+
+def token_space(vocab_size: int) -> spaces.Sequence:
+    """The observation/action space: variable-length 1-D arrays of ids in `[0, vocab_size)`."""
+    return spaces.Sequence(spaces.Discrete(vocab_size), stack=True)
+
+
+def validate_action(action: Any, vocab_size: int) -> np.ndarray:
+    """Return `action` as a 1-D int64 array of token ids, or raise InvalidActionError saying why."""
+    if isinstance(action, np.ndarray):
+        array = action
+    elif isinstance(action, (list, tuple)):
+        if len(action) == 0:
+            return np.zeros(0, dtype=np.int64)
+        try:
+            array = np.asarray(action)
+        except ValueError as exc:  # ragged nested lists
+            raise InvalidActionError(f"action must be a flat sequence of token ids; {exc}") from None
+    else:
+        try:
+            import torch  # noqa: PLC0415 - only to accept tensors, torch is already loaded by then
+        except ImportError:  # pragma: no cover - torch is a dependency
+            torch = None
+        if torch is not None and isinstance(action, torch.Tensor):
+            array = action.detach().cpu().numpy()
+        else:
+            raise InvalidActionError(
+                f"action must be token ids (1-D np.ndarray, list of int, or torch tensor) or a str; "
+                f"got {type(action).__name__}"
+            )
+    if array.ndim != 1:
+        raise InvalidActionError(
+            f"action must be 1-D token ids, got an array of shape {array.shape}; pass one sequence per step"
+        )
+    if array.dtype.kind not in "iu":
+        if array.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        raise InvalidActionError(f"action must hold integer token ids, got dtype {array.dtype}")
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= vocab_size:
+            bad = low if low < 0 else high
+            raise InvalidActionError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
+    return array.astype(np.int64, copy=False)
+
+
+class TokenEpisode:
+    """The growing token record of one episode: spans of prompt, policy and env tokens."""
+
+    def __init__(self, prompt_tokens: np.ndarray) -> None:
+        self.chunks: list[np.ndarray] = [prompt_tokens]
+        self.turns: list[Turn] = [Turn("prompt", 0, len(prompt_tokens))]
+        self.length = len(prompt_tokens)
+        self.rewards: list[float] = []
+
+    def append(self, role: str, tokens: np.ndarray, reward: float | None = None) -> None:
+        """Add a span of tokens produced by `role` ("policy" or "env")."""
+        self.chunks.append(tokens)
+        self.turns.append(Turn(role, self.length, self.length + len(tokens), reward))
+        self.length += len(tokens)
+        if role == "policy":
+            self.rewards.append(0.0 if reward is None else reward)
+
+    def tokens(self) -> np.ndarray:
+        """All tokens so far, in order."""
+        return np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+
+    def trajectory(self) -> Trajectory:
+        """A frozen snapshot with the loss mask (1 exactly on policy tokens)."""
+        mask = np.zeros(self.length, dtype=np.int8)
+        for turn in self.turns:
+            if turn.role == "policy":
+                mask[turn.start : turn.end] = 1
+        return Trajectory(tokens=self.tokens(), loss_mask=mask, turns=tuple(self.turns), rewards=tuple(self.rewards))
+
+
+class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
+    """One prompt, one completion, one verdict.
+
+    Args:
+        source: the tasks (a `TaskSource`, a list of `Task`, or a callable `(rng) -> Task`).
+        verifier: `(completion, task) -> Verdict | float | bool`.
+        tokenizer: a transformers tokenizer, a local path, a hub id or `smollm2-135m`.
+        task_id: the registered id, reported in `info["task_id"]`.
+        system_prompt: prepended as a system message when the task's prompt has none.
+        verifier_timeout_s: hard bound for verifiers that do not bound themselves.
+        chat_template: overrides the tokenizer's template (Jinja source).
+        render_mode: `"ansi"` returns the episode's text from `render()`.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        source: TaskSource | Sequence[Task] | Callable[..., Task],
+        verifier: VerifierFn,
+        tokenizer: Any,
+        *,
+        task_id: str = "llmenv/custom-v0",
+        system_prompt: str | None = None,
+        verifier_timeout_s: float | None = 30.0,
+        chat_template: str | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if not callable(verifier):
+            raise TaskConfigError(f"verifier must be callable (completion, task) -> Verdict, got {type(verifier).__name__}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise TaskConfigError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if isinstance(tokenizer, (str, bytes)) or hasattr(tokenizer, "__fspath__"):
+            from llmenv.models import load_tokenizer  # noqa: PLC0415 - loads transformers models lazily
+
+            tokenizer = load_tokenizer(tokenizer)
+        self.source = as_source(source)
+        self.verifier = verifier
+        self.codec = ChatCodec(tokenizer, chat_template=chat_template)
+        self.tokenizer = tokenizer
+        self.task_id = task_id
+        self.system_prompt = system_prompt
+        self.verifier_timeout_s = verifier_timeout_s
+        self.render_mode = render_mode
+        self.observation_space = token_space(self.codec.vocab_size)
+        self.action_space = token_space(self.codec.vocab_size)
+        self.task: Task | None = None
+        self._episode: TokenEpisode | None = None
+        self._done = True
+
+    @property
+    def trajectory(self) -> Trajectory:
+        """The current (or last) episode's exact tokens, loss mask, turns and rewards."""
+        if self._episode is None:
+            raise ResetNeededError("there is no trajectory before the first reset(); call env.reset() first")
+        return self._episode.trajectory()
+
+    def reset(
+        self, *, seed: int | None = None, options: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode; `options` may pin the task with `{"task": Task}` or `{"index": i}`."""
+        super().reset(seed=seed)
+        self.task = self._choose_task(options or {})
+        messages = self.task.messages(self.system_prompt)
+        text = self.codec.render(messages)
+        obs = np.asarray(self.codec.encode_text(text), dtype=np.int64)
+        self._episode = TokenEpisode(obs)
+        self._done = False
+        return obs, {"task_id": self.task_id, "task": self.task, "messages": messages, "text": text}
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Score the generated tokens; the episode ends (terminated) after one step."""
+        if self._done or self._episode is None or self.task is None:
+            raise ResetNeededError(
+                "step() called before reset()" if self._episode is None
+                else "step() called after the episode ended; call env.reset() to start a new one"
+            )
+        if isinstance(action, str):
+            action_tokens = np.asarray(self.codec.encode_text(action), dtype=np.int64)
+        else:
+            action_tokens = validate_action(action, self.codec.vocab_size)
+        completion = self.codec.decode(action_tokens)
+        verdict = call_verifier(self.verifier, completion, self.task, timeout_s=self.verifier_timeout_s)
+        self._episode.append("policy", action_tokens, verdict.reward)
+        self._done = True
+        info = {
+            "task_id": self.task_id,
+            "task": self.task,
+            "completion": completion,
+            "verdict": verdict,
+            "reward_parts": dict(verdict.parts),
+            "finished": bool(len(action_tokens)) and int(action_tokens[-1]) in self.codec.stop_token_ids,
+        }
+        if verdict.error is not None:
+            info["error"] = verdict.error
+        return self._episode.tokens(), verdict.reward, True, False, info
+
+    def render(self) -> str | None:
+        """In `ansi` mode, the episode so far as text (special tokens kept)."""
+        if self.render_mode != "ansi" or self._episode is None:
+            return None
+        return self.codec.decode(self._episode.tokens(), skip_special_tokens=False)
+
+    def _choose_task(self, options: Mapping[str, Any]) -> Task:
+        unknown = set(options) - {"task", "index"}
+        if unknown:
+            raise TaskConfigError(f"unknown reset option(s) {sorted(unknown)}; expected 'task' or 'index'")
+        if "task" in options:
+            task = options["task"]
+            if not isinstance(task, Task):
+                raise TaskConfigError(f"options['task'] must be an llmenv.Task, got {type(task).__name__}")
+            return task
+        if "index" in options:
+            return self.source.get(int(options["index"]))
+        return self.source.sample(self.np_random)

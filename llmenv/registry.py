@@ -1,0 +1,156 @@
+"""The task registry: `register_task`, `make`, `list_tasks`, Gymnasium registration and plugins.
+
+A task is a source of `Task`s plus a verifier plus an environment kind. Registering one also
+registers it with Gymnasium, so `gymnasium.make("llmenv/<name>", tokenizer=...)` works, and
+third-party packages add tasks through the `llmenv.tasks` entry-point group (each entry point
+names a module to import or a zero-argument function to call). This module only records and
+builds; the environments themselves live in env.py and the built-in tasks in tasks/.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import gymnasium as gym
+
+from llmenv.env import LLMEnv
+from llmenv.errors import RegistrationError, UnknownTaskError
+from llmenv.sources import as_source
+from llmenv.types import Task
+
+NAMESPACE = "llmenv"
+ENTRY_POINT_GROUP = "llmenv.tasks"
+
+# Keyword arguments of make() that configure the environment; every other keyword goes to the
+# task source (generator parameters such as `digits`, or `data_files`/`split` for datasets).
+ENV_KWARGS = frozenset({"system_prompt", "verifier_timeout_s", "chat_template", "render_mode"})
+
+ENV_KINDS: dict[str, type[gym.Env]] = {"single_turn": LLMEnv}
+
+_ID_PATTERN = re.compile(r"^(?:[\w.-]+/)?[\w.-]+-v\d+$")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything needed to build a registered task's environment."""
+
+    task_id: str
+    source: Any
+    verifier: Callable[[str, Task], Any]
+    env: str = "single_turn"
+    row_to_task: Callable[[Mapping[str, Any]], Task] | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+_TASKS: dict[str, TaskSpec] = {}
+
+
+def _full_id(task_id: str) -> str:
+    return task_id if "/" in task_id else f"{NAMESPACE}/{task_id}"
+
+
+def register_env_kind(name: str, env_class: type[gym.Env]) -> None:
+    """Make an environment class available to `register_task(env=name)`."""
+    ENV_KINDS[name] = env_class
+
+
+def register_task(
+    task_id: str,
+    *,
+    source: Any,
+    verifier: Callable[[str, Task], Any],
+    env: str = "single_turn",
+    row_to_task: Callable[[Mapping[str, Any]], Task] | None = None,
+    description: str = "",
+    replace: bool = False,
+    **defaults: Any,
+) -> str:
+    """Register a task (and its Gymnasium id); return the full id, e.g. `llmenv/arith-v0`.
+
+    `source` is a sequence of `Task`, a callable `(rng, **params) -> Task`, a `HubDataset`, or a
+    `datasets.Dataset` together with `row_to_task`. `defaults` are keyword defaults for `make`.
+    """
+    full_id = _full_id(task_id)
+    if not _ID_PATTERN.match(full_id):
+        raise RegistrationError(f"task id {task_id!r} must look like 'name-v0' or 'namespace/name-v0'")
+    if full_id in _TASKS and not replace:
+        raise RegistrationError(f"task `{full_id}` is already registered; pass replace=True to override it")
+    if not callable(verifier):
+        raise RegistrationError(f"verifier of `{full_id}` must be callable (completion, task) -> Verdict | float")
+    if env not in ENV_KINDS:
+        raise RegistrationError(f"unknown env kind {env!r} for `{full_id}`; known kinds: {sorted(ENV_KINDS)}")
+    if row_to_task is None and not (callable(source) or hasattr(source, "__iter__") or hasattr(source, "load")
+                                    or hasattr(source, "sample")):
+        raise RegistrationError(
+            f"source of `{full_id}` must be a list of Task, a callable (rng) -> Task, a HubDataset, "
+            f"or a datasets.Dataset with row_to_task; got {type(source).__name__}"
+        )
+    _TASKS[full_id] = TaskSpec(full_id, source, verifier, env, row_to_task, dict(defaults), description)
+    if full_id in gym.registry:
+        del gym.registry[full_id]
+    gym.register(id=full_id, entry_point=_gym_entry_point(full_id))
+    return full_id
+
+
+def _gym_entry_point(full_id: str) -> Callable[..., gym.Env]:
+    def build(**kwargs: Any) -> gym.Env:
+        return make(full_id, **kwargs)
+
+    build.__name__ = f"make_{full_id.replace('/', '_').replace('-', '_')}"
+    return build
+
+
+def spec(task_id: str) -> TaskSpec:
+    """The registered spec of `task_id` (raises UnknownTaskError with suggestions)."""
+    load_plugins()
+    full_id = _full_id(task_id)
+    if full_id not in _TASKS:
+        raise UnknownTaskError(task_id if "/" in task_id else full_id, _TASKS)
+    return _TASKS[full_id]
+
+
+def list_tasks() -> list[str]:
+    """All registered task ids, sorted."""
+    load_plugins()
+    return sorted(_TASKS)
+
+
+def make(task_id: str, *, tokenizer: Any, verifier: Callable[[str, Task], Any] | None = None, **kwargs: Any) -> gym.Env:
+    """Build the environment of a registered task (the same as `gymnasium.make`, without wrappers).
+
+    Keywords in `ENV_KWARGS` configure the environment; `verifier` replaces the task's verifier;
+    every other keyword is a task-source parameter (e.g. `digits=3`, `data_files="gsm8k.jsonl"`).
+    """
+    task_spec = spec(task_id)
+    options = {**task_spec.defaults, **kwargs}
+    env_kwargs = {k: v for k, v in options.items() if k in ENV_KWARGS}
+    source_params = {k: v for k, v in options.items() if k not in ENV_KWARGS}
+    source = as_source(task_spec.source, source_params, task_spec.row_to_task)
+    env_class = ENV_KINDS[task_spec.env]
+    return env_class(
+        source, verifier or task_spec.verifier, tokenizer, task_id=task_spec.task_id, **env_kwargs
+    )
+
+
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every `llmenv.tasks` entry point once; a broken plugin warns instead of breaking llmenv."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+            if callable(loaded):
+                loaded()
+        except Exception as exc:  # noqa: BLE001 - a third-party bug must not break every other task
+            warnings.warn(f"llmenv task plugin {entry.name!r} ({entry.value}) failed to load: {exc!r}", stacklevel=2)

@@ -1,0 +1,62 @@
+"""Tiny, real components for fast tests: a byte-level BPE tokenizer trained in-process with ChatML.
+
+Tests of environments, verifiers and learners need a real tokenizer (real merges, real special
+tokens, a real chat template) but not a 49k vocabulary. `tiny_tokenizer()` trains one in about a
+tenth of a second from a built-in corpus. Nothing here is used by the library at run time.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from transformers import PreTrainedTokenizerFast
+
+from llmenv.chat import DEFAULT_CHAT_TEMPLATE
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+_CORPUS = [
+    "Compute 12 + 34 * 5 - 6 / 2. Put the final answer in \\boxed{}.",
+    "The answer is \\boxed{42}. Reason step by step, then answer.",
+    "Using the numbers [19, 36, 55, 7], create an equation that equals 65.",
+    "<think>First add the numbers, then multiply.</think> The result is 1234567890.",
+    "You are a helpful assistant. user assistant system tool",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "Let $x$ be a real number such that \\frac{1}{2} x^2 + \\sqrt{3} = \\pi. Find x.",
+    '{"name": "calculator", "arguments": {"expression": "2 + 3"}}',
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _trained(vocab_size: int) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=["<|im_start|>"],
+        chat_template=DEFAULT_CHAT_TEMPLATE,
+    )
+
+
+def tiny_tokenizer(vocab_size: int = 400, *, chat_template: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with ChatML special tokens (and template unless told otherwise)."""
+    import copy
+
+    tok = copy.deepcopy(_trained(vocab_size))
+    if not chat_template:
+        tok.chat_template = None
+    return tok

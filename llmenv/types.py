@@ -1,0 +1,141 @@
+"""The values that cross module boundaries: tasks, messages, verdicts, turns and trajectories.
+
+They are frozen dataclasses so that an environment, a verifier and a learner can hand them to
+each other without defensive copies. This module holds data only: no tokenizer, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypedDict
+
+import numpy as np
+
+
+class Message(TypedDict):
+    """One chat message, as chat templates expect it."""
+
+    role: str
+    content: str
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One problem: the prompt the policy sees and what the verifier checks against.
+
+    `prompt` is a user string or a list of `{"role", "content"}` messages; `answer` is the
+    reference answer (math, arithmetic); `tests` holds code tests; `meta` anything else
+    (difficulty, source row id, entry point).
+    """
+
+    prompt: str | Sequence[Message]
+    answer: str | None = None
+    tests: Any = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompt, str):
+            pass
+        elif isinstance(self.prompt, Sequence) and all(
+            isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in self.prompt
+        ):
+            object.__setattr__(self, "prompt", tuple(dict(m) for m in self.prompt))
+        else:
+            raise TypeError(
+                "Task.prompt must be a string or a list of {'role': str, 'content': str} messages, "
+                f"got {type(self.prompt).__name__}: {self.prompt!r:.200}"
+            )
+        if self.answer is not None and not isinstance(self.answer, str):
+            object.__setattr__(self, "answer", str(self.answer))
+        object.__setattr__(self, "meta", _frozen_mapping(self.meta))
+
+    def messages(self, system_prompt: str | None = None) -> list[Message]:
+        """The prompt as chat messages, with `system_prompt` prepended when given."""
+        if isinstance(self.prompt, str):
+            msgs: list[Message] = [{"role": "user", "content": self.prompt}]
+        else:
+            msgs = [Message(role=m["role"], content=m["content"]) for m in self.prompt]
+        if system_prompt is not None and not (msgs and msgs[0]["role"] == "system"):
+            msgs.insert(0, {"role": "system", "content": system_prompt})
+        return msgs
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a verifier says of one completion.
+
+    `reward` is the scalar the learner sees; `passed` is the verifier's yes/no when it has one;
+    `parts` names every component of the reward; `details` holds what explains it (the
+    extracted answer, the reason a format check failed); `error` is set when the verifier
+    itself crashed or timed out, so that a failure is never mistaken for a wrong answer.
+    """
+
+    reward: float
+    passed: bool | None = None
+    parts: Mapping[str, float] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reward", float(self.reward))
+        object.__setattr__(self, "parts", _frozen_mapping(self.parts))
+        object.__setattr__(self, "details", _frozen_mapping(self.details))
+
+    @classmethod
+    def of(cls, value: Verdict | float | bool, *, name: str = "reward") -> Verdict:
+        """Wrap what a verifier returned (a Verdict, a float or a bool) into a Verdict."""
+        if isinstance(value, Verdict):
+            return value
+        if isinstance(value, bool):
+            return cls(reward=float(value), passed=value, parts={name: float(value)})
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            return cls(reward=float(value), parts={name: float(value)})
+        raise TypeError(
+            f"a verifier must return a Verdict, a float or a bool; got {type(value).__name__}: {value!r:.200}"
+        )
+
+    @classmethod
+    def failure(cls, error: str, *, name: str = "reward", details: Mapping[str, Any] | None = None) -> Verdict:
+        """A verdict for a verifier that crashed or timed out: reward 0, `error` set, `passed` unknown."""
+        return cls(reward=0.0, passed=None, parts={name: 0.0}, details=details or {}, error=error)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One span of a trajectory: who produced tokens `[start, end)` and the turn's reward."""
+
+    role: str  # "prompt", "policy" or "env"
+    start: int
+    end: int
+    reward: float | None = None
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """An episode as the learner needs it: exact tokens, which of them the policy produced, rewards.
+
+    `tokens` is the concatenation of prompt, action and environment tokens exactly as the
+    policy saw and produced them; `loss_mask[i] == 1` exactly where `tokens[i]` was sampled by
+    the policy; `rewards` has one entry per policy turn.
+    """
+
+    tokens: np.ndarray
+    loss_mask: np.ndarray
+    turns: tuple[Turn, ...] = ()
+    rewards: tuple[float, ...] = ()
+
+    @property
+    def total_reward(self) -> float:
+        """The sum of per-turn rewards."""
+        return float(sum(self.rewards))
+
+    def action_tokens(self) -> list[np.ndarray]:
+        """The token ids of each policy turn, in order."""
+        return [self.tokens[t.start : t.end] for t in self.turns if t.role == "policy"]

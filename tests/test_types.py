@@ -1,0 +1,59 @@
+"""Task, Verdict and Trajectory values: validation, immutability, wrapping of plain rewards."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from llmenv.types import Task, Trajectory, Turn, Verdict
+
+
+def test_task_prompt_string_becomes_one_user_message_and_system_is_prepended():
+    task = Task("What is 2+2?", answer=4)
+    assert task.answer == "4"
+    assert task.messages() == [{"role": "user", "content": "What is 2+2?"}]
+    assert task.messages("Be brief.")[0] == {"role": "system", "content": "Be brief."}
+
+
+def test_task_keeps_its_own_system_message():
+    task = Task([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert task.messages("other")[0]["content"] == "S"
+
+
+@pytest.mark.parametrize("prompt", [42, [{"role": "user"}], [{"role": 1, "content": "x"}], None])
+def test_task_rejects_malformed_prompts(prompt):
+    with pytest.raises(TypeError, match="Task.prompt must be"):
+        Task(prompt)
+
+
+def test_values_are_frozen():
+    task = Task("q", meta={"a": 1})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        task.answer = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        task.meta["a"] = 2  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "value, reward, passed", [(0.25, 0.25, None), (True, 1.0, True), (False, 0.0, False), (np.float32(0.5), 0.5, None)]
+)
+def test_verdict_of_wraps_plain_values(value, reward, passed):
+    verdict = Verdict.of(value)
+    assert verdict.reward == reward and verdict.passed is passed and verdict.parts == {"reward": reward}
+
+
+def test_verdict_of_rejects_other_types():
+    with pytest.raises(TypeError, match="must return a Verdict, a float or a bool"):
+        Verdict.of("1.0")  # type: ignore[arg-type]
+
+
+def test_trajectory_action_tokens_and_total_reward():
+    traj = Trajectory(
+        tokens=np.arange(6), loss_mask=np.array([0, 0, 1, 1, 0, 1]),
+        turns=(Turn("prompt", 0, 2), Turn("policy", 2, 4, 1.0), Turn("env", 4, 5), Turn("policy", 5, 6, 0.5)),
+        rewards=(1.0, 0.5),
+    )
+    assert [t.tolist() for t in traj.action_tokens()] == [[2, 3], [5]]
+    assert traj.total_reward == 1.5
