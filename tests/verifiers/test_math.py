@@ -1,0 +1,285 @@
+"""Tests of llmenv.verifiers.math: extraction, equivalence (math-verify's failures too), time bounds."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from llmenv.types import Task
+from llmenv.verifiers.base import call_verifier, check_verifier
+from llmenv.verifiers.math import (
+    MathVerifier,
+    compare,
+    extract_answer,
+    is_equivalent,
+    verify_batch,
+    warm_up,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_worker() -> None:
+    warm_up(2)
+
+
+# (gold, pred, expected): every category, and every case math-verify 0.9.0 gets wrong
+EQUIVALENCE = [
+    # plain numbers (fast path)
+    ("42", "42", True),
+    ("42", "43", False),
+    ("-7", "-7", True),
+    ("-7", "7", False),
+    ("3/4", "0.75", True),
+    ("3/4", "\\frac{3}{4}", True),
+    ("0.5", "\\dfrac{1}{2}", True),
+    ("1,234", "1234", True),
+    ("1234567", "1,234,567", True),
+    ("2.5", "2.50", True),
+    ("1/3", "0.333333", True),
+    ("1/3", "0.33", False),
+    ("1000000", "1000001", False),
+    ("123456789", "123456789.0000001", True),  # relative tolerance 1e-6 for floats
+    ("0", "0.0", True),
+    ("\\$18", "18", True),
+    # units and text
+    ("5", "5 \\text{ cm}", True),
+    ("5", "5 cm", True),
+    ("12", "12 \\mbox{dollars}", True),
+    ("5", "6 \\text{ cm}", False),
+    ("\\text{yes}", "yes", True),
+    ("\\text{(A)}", "A", True),
+    # percentages: a percent sign is a unit in strict mode
+    ("50\\%", "50", True),
+    ("50\\%", "0.5", False),
+    ("25%", "25\\%", True),
+    # assignments
+    ("5", "x = 5", True),
+    ("5", "x = 6", False),
+    ("x = 5", "5", True),
+    ("x = \\frac{1}{2}", "x = 0.5", True),
+    # LaTeX
+    ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True),
+    ("\\frac{\\sqrt{2}}{2}", "0.7071068", True),
+    ("\\frac{\\sqrt{2}}{2}", "0.7071", False),
+    ("2\\pi", "2 \\cdot \\pi", True),
+    ("12", "3 \\times 4", True),
+    ("2", "\\sqrt{4}", True),
+    ("2^{10}", "1024", True),
+    ("x^2+2x+1", "(x+1)^2", True),
+    ("x^2+2x+1", "(x-1)^2", False),
+    ("x+1", "y+1", False),
+    ("\\infty", "\\infty", True),
+    ("\\infty", "-\\infty", False),
+    # degrees
+    ("30^\\circ", "30", True),
+    ("\\frac{\\pi}{6}", "30^\\circ", True),
+    # sets, intervals, tuples, matrices
+    ("\\{1,2\\}", "\\{2,1\\}", True),
+    ("\\{1,2\\}", "\\{1,3\\}", False),
+    ("(0, 1]", "\\left(0,1\\right]", True),
+    ("(0, 1]", "(0, 1)", False),
+    ("[0, 1)", "(0, 1)", False),
+    ("(-\\infty, 0) \\cup (1, \\infty)", "(1,\\infty)\\cup(-\\infty,0)", True),
+    ("(1,2,3)", "(1, 2, 3)", True),
+    ("(1,2,3)", "(1,3,2)", False),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}", True),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\4&3\\end{pmatrix}", False),
+    # equations as equations
+    ("y=2x+1", "2x-y+1=0", True),
+    ("3x-y+13=0", "-6x+2y-26=0", True),
+    ("x > 2", "2 < x", True),
+    # math-verify 0.9.0 gets these wrong
+    ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", False),  # it rounds both to 0.000000
+    ("3x-y+13=0", "3x+4y+14=0", False),  # it compares the last "= 0"
+    ("1, 2, \\ldots, n", "1, 3, 5, \\ldots, 2n-1", False),  # it drops the ellipsis
+    ("1, 2, \\ldots, n", "1,2,\\dots,n", True),
+    ("\\dfrac{9}{7}", "\\frac{9}{7}", True),  # it parses a bare \dfrac{9}{7} to nothing
+    ("\\dfrac{9}{7}", "\\dfrac{9}{8}", False),
+]
+
+
+@pytest.mark.parametrize(("gold", "pred", "expected"), EQUIVALENCE)
+def test_equivalence_table(gold: str, pred: str, expected: bool) -> None:
+    result = compare(gold, pred)
+    assert result.error is None, result
+    assert result.equal is expected, result
+
+
+def test_percent_as_fraction_only_when_not_strict() -> None:
+    assert not is_equivalent("50\\%", "0.5")
+    assert is_equivalent("50\\%", "0.5", strict=False)
+    assert is_equivalent("0.5", "50%", strict=False)
+    assert is_equivalent("\\frac{1}{4}", "25\\%", strict=False)
+    assert not is_equivalent("50\\%", "0.6", strict=False)
+
+
+def test_set_relation_only_when_allowed() -> None:
+    assert not is_equivalent("(2, \\infty)", "x > 2")
+    assert is_equivalent("(2, \\infty)", "x > 2", allow_set_relation=True)
+    assert not is_equivalent("[2, \\infty)", "x > 2", allow_set_relation=True)
+
+
+def test_precision_is_relative() -> None:
+    assert is_equivalent("1000000", "1000000.5", precision=6)
+    assert not is_equivalent("1000000", "1000000.5", precision=7)
+    assert not is_equivalent("0.000001", "0.0000015")  # an absolute 1e-6 would call these equal
+
+
+def test_plain_numbers_take_the_fast_path() -> None:
+    for gold, pred in [
+        ("42", "42"),
+        ("-3/4", "-0.75"),
+        ("1,234", "1234"),
+        ("5", "5 \\text{ cm}"),
+        ("50%", "50"),
+    ]:
+        assert compare(gold, pred).path == "fast"
+    started = time.perf_counter()
+    for _ in range(2000):
+        is_equivalent("1234", "1,234")
+    per_call = (time.perf_counter() - started) / 2000
+    assert per_call < 200e-6, f"fast path took {per_call * 1e6:.0f} us per call"
+
+
+EXTRACTION = [
+    ("so the answer is \\boxed{42}.", "42"),
+    ("\\boxed{1} then \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+    ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
+    ("nested \\boxed{\\frac{a}{\\sqrt{b}}} end", "\\frac{a}{\\sqrt{b}}"),
+    ("\\boxed 5", "5"),
+    ("$\\boxed 7$.", "7"),
+    ("\\fbox{3}", "3"),
+    ("\\boxed{2} and then \\boxed{unclosed", "2"),
+    ("The answer is $\\frac{3}{4}$.", "\\frac{3}{4}"),
+    ("blah\n**Answer:** 17\nmore", "17"),
+    ("The final answer is 3.5. Done", "3.5"),
+    ("Natalia sold 48/2 = 24 clips.\n#### 72", "72"),
+    ("no answer here", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), EXTRACTION)
+def test_extract_answer(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+def test_fallback_last_number_is_opt_in() -> None:
+    text = "first 3 then 1,234.5 and -2 at the end"
+    assert extract_answer(text) is None
+    assert extract_answer(text, fallback_last_number=True) == "-2"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\\boxed{" * 10_000, "x" * 1_000_000 + "\\boxed{1}", "{" * 200_000 + "}" * 200_000, "9" * 1_000_000],
+    ids=["boxed-x10000", "megabyte-then-box", "nested-braces", "megabyte-digits"],
+)
+def test_extraction_is_linear_on_hostile_text(text: str) -> None:
+    started = time.perf_counter()
+    extract_answer(text, fallback_last_number=True)
+    assert time.perf_counter() - started < 0.5
+
+
+HOSTILE = [
+    ("2^{2^{2^{2^{100}}}}", "2^{2^{2^{2^{99}}}}"),
+    ("5", "9^9^9^9"),
+    ("5", "10**10**10"),
+    ("5", "10^{10^{10}}"),
+    ("(x+1)^{10000}", "(x+2)^{10000}"),
+    ("5", "{" * 5000 + "5" + "}" * 5000),
+    ("5", "\\frac{" * 3000),
+    ("5", "1" * 1_000_000),
+]
+
+
+@pytest.mark.parametrize(("gold", "pred"), HOSTILE)
+def test_hostile_inputs_return_within_the_timeout(gold: str, pred: str) -> None:
+    timeout = 1.0
+    started = time.perf_counter()
+    result = compare(gold, pred, timeout=timeout)
+    assert time.perf_counter() - started < timeout + 2.0
+    assert result.equal is False
+
+
+def test_overrun_kills_the_worker_and_reports_a_timeout() -> None:
+    started = time.perf_counter()
+    result = compare("(x+1)^{10000}", "(x+2)^{10000}", timeout=0.5)
+    assert time.perf_counter() - started < 2.5
+    assert result.error is not None and "timed out" in result.error
+    assert compare("2", "\\sqrt{4}", timeout=10.0).equal  # a fresh worker takes over
+
+
+def _run_in_thread(fn):  # type: ignore[no-untyped-def]
+    box: list[object] = []
+    thread = threading.Thread(target=lambda: box.append(fn()))
+    thread.start()
+    thread.join(30)
+    return box[0]
+
+
+def test_works_off_the_main_thread() -> None:
+    assert _run_in_thread(lambda: is_equivalent("\\frac{1}{2}", "0.5")) is True
+    assert _run_in_thread(lambda: is_equivalent("\\{1,2\\}", "\\{2,1\\}")) is True
+    started = time.perf_counter()
+    assert _run_in_thread(lambda: is_equivalent("(x+1)^{10000}", "(x+2)^{10000}", timeout=0.5)) is False
+    assert time.perf_counter() - started < 2.5
+    preds = ["\\frac{2}{4}", "0.5", "1/3", "\\sqrt{\\frac{1}{4}}", "x = 0.5", "\\frac{1}{3}"]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda p: is_equivalent("\\frac{1}{2}", p), preds))
+    assert got == [True, True, False, True, True, False]
+
+
+def test_verify_batch_matches_sequential_results_in_order() -> None:
+    golds = [g for g, _, _ in EQUIVALENCE[::2]]
+    preds = [p for _, p, _ in EQUIVALENCE[::2]]
+    expected = [e for _, _, e in EQUIVALENCE[::2]]
+    sequential = [is_equivalent(g, p) for g, p in zip(golds, preds, strict=True)]
+    assert sequential == expected
+    assert verify_batch(golds, preds, processes=2) == sequential
+    assert verify_batch(golds[::-1], preds[::-1], processes=2) == sequential[::-1]
+    with pytest.raises(ValueError, match="equal lengths"):
+        verify_batch(["1"], [])
+
+
+def test_verifier_verdicts() -> None:
+    verifier = MathVerifier()
+    right = verifier("so \\boxed{\\frac{1}{2}}", Task("q", answer="0.5"))
+    assert (right.reward, right.passed, dict(right.parts)) == (1.0, True, {"correct": 1.0})
+    assert right.details["extracted"] == "\\frac{1}{2}" and right.details["gold"] == "0.5"
+    wrong = verifier("\\boxed{3}", Task("q", answer="4"))
+    assert (wrong.reward, wrong.passed, wrong.error) == (0.0, False, None)
+    missing = verifier("I think it is four", Task("q", answer="4"))
+    assert missing.details["reason"] == "no answer found" and missing.passed is False
+    assert MathVerifier(fallback_last_number=True)("I think it is 4", Task("q", answer="4")).reward == 1.0
+    no_gold = verifier("\\boxed{4}", Task("q"))
+    assert no_gold.error == "task has no reference answer" and no_gold.reward == 0.0
+    assert MathVerifier(strict=False)("\\boxed{50\\%}", Task("q", answer="0.5")).reward == 1.0
+
+
+def test_verifier_records_timeouts_and_bad_references_as_errors() -> None:
+    slow = MathVerifier(timeout=0.5)("\\boxed{(x+2)^{10000}}", Task("q", answer="(x+1)^{10000}"))
+    assert slow.reward == 0.0 and slow.error is not None and "timed out" in slow.error
+    bad_gold = MathVerifier()("\\boxed{4}", Task("q", answer="10**10**10"))
+    assert bad_gold.reward == 0.0 and bad_gold.error is not None and "reference" in bad_gold.error
+    huge = MathVerifier()("\\boxed{2^{2^{2^{2^{99}}}}}", Task("q", answer="2^{2^{2^{2^{100}}}}"))
+    assert huge.error is not None and huge.reward == 0.0
+    via_call = call_verifier(
+        MathVerifier(timeout=0.5), "\\boxed{(x+2)^{10000}}", Task("q", answer="(x+1)^{10000}")
+    )
+    assert via_call.error is not None
+
+
+def test_check_verifier_contract() -> None:
+    cases = [
+        ("The answer is \\boxed{\\frac{1}{2}}", Task("q", answer="0.5"), 1.0),
+        ("\\boxed{0.6}", Task("q", answer="0.5"), 0.0),
+        ("#### 1,234", Task("q", answer="1234"), 1.0),
+        ("\\boxed{\\{2, 1\\}}", Task("q", answer="\\{1, 2\\}"), 1.0),
+        ("\\boxed{(0, 1)}", Task("q", answer="(0, 1]"), 0.0),
+        ("no answer", Task("q", answer="3"), 0.0),
+    ]
+    check_verifier(MathVerifier(), cases)

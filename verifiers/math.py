@@ -1,0 +1,812 @@
+"""Math answers: extract the final answer from a completion and decide if it equals the reference.
+
+This is the reward of math tasks, so it is called on every completion of an RL run and must be
+fast, correct and bounded. Plain numbers (integers, decimals, fractions, "1,234", "50%", "5 cm",
+"x = 5") take a fast path of `fractions.Fraction` arithmetic in the calling process that never
+touches sympy. Everything else (LaTeX, sets, intervals, tuples, matrices, equations, sequences with
+ellipses) is parsed by latex2sympy2_extended and compared with sympy in a persistent worker
+subprocess: the caller waits on a socket with a wall-clock deadline and kills the worker with
+SIGKILL when it overruns (sympy and big-integer arithmetic block in C holding the GIL, where no
+in-thread timer or `signal.alarm` can interrupt them); the next call starts a fresh worker. So every
+call works from any thread and returns within `timeout` seconds (a cold worker start, about 1 s,
+counts against the deadline too), and input guards (a length cap, a nesting cap, a size estimate
+of powers before evaluating them) keep hostile answers from costing a worker restart. This module
+must not evaluate model output with `eval`/`exec`/`sympy.sympify`, must not use signals, and must
+never turn a timeout or a parser crash into a silent 0: `compare` reports them and `MathVerifier`
+puts them on `Verdict.error`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from multiprocessing.connection import Connection
+from typing import Any
+
+from llmenv.types import Task, Verdict
+
+__all__ = ["Comparison", "MathVerifier", "compare", "extract_answer", "is_equivalent", "verify_batch"]
+
+MAX_ANSWER_CHARS = 2000  # longer extracted answers are refused: no real answer is that long
+MAX_NESTING = 64  # deeper bracket nesting is refused before it reaches the recursive parser
+MAX_POWER_DIGITS = 100_000  # powers whose value would have more digits are never evaluated
+WORKER_MEMORY_BYTES = 4 << 30  # address-space limit of a worker, so a blow-up cannot take the host
+
+# ----------------------------------------------------------------------------------------------
+# Extraction
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BRACE_RE = re.compile(r"\\[\\{}]|[{}]")  # escaped braces (\{ \}) and \\ are not groups
+_ANSWER_RE = re.compile(r"(?i)\banswer\b(?:\s{0,20}is\b\s{0,5}:?|\s{0,20}:)")
+_NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
+_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)")
+
+
+def _last_boxed(text: str) -> str | None:
+    boxes = [m.end() for m in _BOX_RE.finditer(text)]
+    if not boxes:
+        return None
+    closing: dict[int, int] = {}  # position of "{" -> position of its "}"
+    stack: list[int] = []
+    for m in _BRACE_RE.finditer(text, boxes[0]):
+        token = m.group()
+        if token == "{":
+            stack.append(m.start())
+        elif token == "}" and stack:
+            closing[stack.pop()] = m.start()
+    for end in reversed(boxes):
+        start = end
+        while start < len(text) and text[start] == " ":
+            start += 1
+        if start < len(text) and text[start] == "{":
+            if start in closing:  # an unclosed \boxed{ falls through to the one before it
+                return text[start + 1 : closing[start]].strip()
+            continue
+        token = re.match(r"[^\s$]+", text[start : start + MAX_ANSWER_CHARS])
+        if start > end and token:  # "\boxed 5"
+            return token.group().rstrip(".")
+    return None
+
+
+def _clean_tail(line: str) -> str | None:
+    line = line.strip().strip("*").strip()
+    end = _SENTENCE_END_RE.search(line)
+    if end:
+        line = line[: end.start()]
+    line = line.strip().rstrip(".").strip()
+    for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if line.startswith(left) and line.endswith(right) and len(line) >= len(left) + len(right):
+            line = line[len(left) : len(line) - len(right)].strip()
+    return line or None
+
+
+def extract_answer(text: str, *, fallback_last_number: bool = False) -> str | None:
+    """The final answer of a completion: last \\boxed{}, else "answer is X", else "#### X", else None."""
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed
+    last = None
+    for match in _ANSWER_RE.finditer(text):
+        last = match
+    if last is not None:
+        line_end = text.find("\n", last.end())
+        answer = _clean_tail(text[last.end() : line_end if line_end >= 0 else len(text)])
+        if answer is not None:
+            return answer
+    hashes = text.rfind("####")
+    if hashes >= 0:
+        line_end = text.find("\n", hashes)
+        answer = _clean_tail(text[hashes + 4 : line_end if line_end >= 0 else len(text)])
+        if answer is not None:
+            return answer
+    if fallback_last_number:
+        number = None
+        for match in _NUMBER_RE.finditer(text):
+            number = match
+        if number is not None:
+            return number.group()
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalization and the fast path (no sympy)
+
+_WRAP_PAIRS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_NOISE_RE = re.compile(r"\\(?:left|right|displaystyle|mathrm|mathbf|textstyle)(?![A-Za-z])|\\[!,;: ]|~")
+_TRAILING_TEXT_RE = re.compile(r"\s*\\(?:text|textbf|textrm|mbox|mathrm|operatorname)\s*\{[^{}]*\}\s*$")
+_DEGREE_RE = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree)\s*$")
+_PERCENT_RE = re.compile(r"\s*\\?%\s*$")
+_ASSIGNMENT_RE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=\s*([^=<>]+)$")
+_NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+"
+_UNITS = r"(?:\s+[A-Za-z][A-Za-z.]+(?:\^\{?\d\}?)?)*"
+_PLAIN_RE = re.compile(
+    rf"(?P<sign>-?)\s*(?:(?P<num>{_NUM})(?:\s*/\s*(?P<den>{_NUM}))?"
+    rf"|\\frac\s*\{{\s*(?P<fnum>{_NUM})\s*\}}\s*\{{\s*(?P<fden>{_NUM})\s*\}}"
+    rf"|\\frac(?P<snum>\d)(?P<sden>\d)){_UNITS}"
+)
+_DECIMAL_RE = re.compile(r"\d\.\d|(?<!\d)\.\d|\d\.(?!\d)")
+
+
+@dataclass(frozen=True)
+class _Normalized:
+    text: str
+    percent: bool
+    degrees: bool
+
+
+def _unwrap(text: str) -> str:
+    for _ in range(4):
+        before = text
+        text = text.strip()
+        for left, right in _WRAP_PAIRS:
+            if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
+                text = text[len(left) : -len(right)].strip()
+        if text.startswith(("\\boxed{", "\\fbox{")):
+            inner = _last_boxed(text)
+            if inner is not None and text.endswith("}"):
+                text = inner
+        if text == before:
+            break
+    return text
+
+
+def _normalize(answer: str) -> _Normalized:
+    text = _unwrap(answer)
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = _NOISE_RE.sub(" ", text).strip().rstrip(".").strip()
+    if text.startswith("\\$"):
+        text = text[2:].strip()
+    percent = degrees = False
+    for _ in range(3):
+        stripped = _TRAILING_TEXT_RE.sub("", text)
+        if stripped and stripped != text:
+            text = stripped
+        if _PERCENT_RE.search(text):
+            percent, text = True, _PERCENT_RE.sub("", text)
+        if _DEGREE_RE.search(text):
+            degrees, text = True, _DEGREE_RE.sub("", text)
+    return _Normalized(text.strip(), percent, degrees)
+
+
+@dataclass(frozen=True)
+class _Plain:
+    value: Fraction
+    exact: bool  # False when written with a decimal point: compared with a relative tolerance
+    percent: bool
+
+
+def _to_fraction(literal: str) -> Fraction:
+    return Fraction(literal.replace(",", "").rstrip(".") or "0")
+
+
+_BARE_NUMBER_RE = re.compile(r"\s*-?\d+(?:\.\d+)?\s*")
+
+
+def _parse_plain(answer: str, *, assignment: bool = True) -> _Plain | None:
+    if len(answer) > 400:
+        return None
+    if _BARE_NUMBER_RE.fullmatch(answer):  # the common case skips normalization
+        return _Plain(Fraction(answer.strip()), "." not in answer, False)
+    norm = _normalize(answer)
+    text = norm.text
+    if assignment:
+        match = _ASSIGNMENT_RE.match(text)
+        if match:
+            text = _normalize(match.group(1)).text
+    match = _PLAIN_RE.fullmatch(text)
+    if match is None:
+        return None
+    num, den = match.group("num", "den")
+    if num is None:
+        num, den = match.group("fnum", "fden") if match.group("fnum") else match.group("snum", "sden")
+    value = _to_fraction(num)
+    if den is not None:
+        divisor = _to_fraction(den)
+        if divisor == 0:
+            return None
+        value /= divisor
+    if match.group("sign"):
+        value = -value
+    exact = "." not in num and (den is None or "." not in den)
+    return _Plain(value, exact, norm.percent)
+
+
+_parse_gold_plain = functools.lru_cache(maxsize=1 << 16)(_parse_plain)
+_parse_pred_plain = functools.lru_cache(maxsize=1 << 12)(_parse_plain)  # a group often repeats an answer
+
+
+def _close(a: Fraction, b: Fraction, exact: bool, precision: int) -> bool:
+    if exact:
+        return a == b
+    # |a - b| <= 10^-precision * max(|a|, |b|), in integers (Fraction arithmetic is slower)
+    cross_a, cross_b = a.numerator * b.denominator, b.numerator * a.denominator
+    return abs(cross_a - cross_b) * 10**precision <= max(abs(cross_a), abs(cross_b))
+
+
+def _plain_equal(gold: _Plain, pred: _Plain, precision: int, strict: bool) -> bool:
+    exact = gold.exact and pred.exact
+    if _close(gold.value, pred.value, exact, precision):
+        return True
+    if strict or gold.percent == pred.percent:
+        return False
+    gold_value = gold.value / 100 if gold.percent else gold.value
+    pred_value = pred.value / 100 if pred.percent else pred.value
+    return _close(gold_value, pred_value, exact, precision)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public comparison API
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of one comparison: `equal`, the `path` that decided it, and why it failed if it did."""
+
+    equal: bool
+    path: str  # "fast", "slow" or "guard"
+    error: str | None = None  # the comparison could not be made: timeout, crash, bad reference
+    note: str | None = None  # a reason that is not an error, e.g. "prediction did not parse"
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    for char in text:
+        if char in "{([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "})]":
+            depth -= 1
+    return deepest
+
+
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textrm|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _text_form(answer: str) -> str:
+    """The answer with formatting removed, for a cheap "written the same way" check."""
+    norm = _normalize(answer)
+    text = re.sub(r"\s+", "", _TEXT_CMD_RE.sub(r"\1", norm.text)).lower()
+    if re.fullmatch(r"\([a-z]\)", text):
+        text = text[1]  # "(A)" is the choice "A"
+    return f"{text}%" if norm.percent else text
+
+
+def _guard(gold: str, pred: str) -> Comparison | None:
+    if len(gold) > MAX_ANSWER_CHARS:
+        error = f"reference answer is {len(gold)} chars (> {MAX_ANSWER_CHARS})"
+        return Comparison(False, "guard", error=error)
+    if len(pred) > MAX_ANSWER_CHARS:
+        return Comparison(False, "guard", note=f"answer is {len(pred)} chars (> {MAX_ANSWER_CHARS}), refused")
+    if _nesting(pred) > MAX_NESTING:
+        return Comparison(False, "guard", note=f"answer nests brackets deeper than {MAX_NESTING}, refused")
+    return None
+
+
+def compare(
+    gold: str,
+    pred: str,
+    *,
+    precision: int = 6,
+    strict: bool = True,
+    allow_set_relation: bool = False,
+    timeout: float = 5.0,
+) -> Comparison:
+    """Compare a predicted answer with the reference; never raises, returns within `timeout` seconds."""
+    started = time.monotonic()
+    gold_plain = _parse_gold_plain(gold)
+    if gold_plain is not None:
+        pred_plain = _parse_pred_plain(pred)
+        if pred_plain is not None:
+            return Comparison(_plain_equal(gold_plain, pred_plain, precision, strict), "fast")
+    refused = _guard(gold, pred)
+    if refused is not None:
+        return refused
+    if _text_form(gold) and _text_form(gold) == _text_form(pred):
+        return Comparison(True, "fast")
+    request = (gold, pred, precision, strict, allow_set_relation)
+    return _POOL.run(request, started + timeout)
+
+
+def is_equivalent(
+    gold: str,
+    pred: str,
+    *,
+    precision: int = 6,
+    strict: bool = True,
+    allow_set_relation: bool = False,
+    timeout: float = 5.0,
+) -> bool:
+    """Whether `pred` is mathematically the same answer as `gold` (False on timeout or parse failure)."""
+    return compare(
+        gold, pred, precision=precision, strict=strict, allow_set_relation=allow_set_relation, timeout=timeout
+    ).equal
+
+
+def compare_batch(
+    golds: Sequence[str], preds: Sequence[str], *, processes: int | None = None, **kwargs: Any
+) -> list[Comparison]:
+    """`compare` over pairs, in order; slow-path pairs are spread over `processes` worker processes."""
+    if len(golds) != len(preds):
+        raise ValueError(
+            f"verify_batch got {len(golds)} golds and {len(preds)} preds; expected equal lengths"
+        )
+    timeout = float(kwargs.pop("timeout", 5.0))
+    options = {"precision": 6, "strict": True, "allow_set_relation": False} | kwargs
+    results: list[Comparison | None] = [None] * len(golds)
+    slow: list[int] = []
+    for i, (gold, pred) in enumerate(zip(golds, preds, strict=True)):
+        gold_plain, pred_plain = _parse_gold_plain(gold), _parse_pred_plain(pred)
+        if gold_plain is not None and pred_plain is not None:
+            equal = _plain_equal(gold_plain, pred_plain, options["precision"], options["strict"])
+            results[i] = Comparison(equal, "fast")
+        else:
+            results[i] = _guard(gold, pred)
+            if results[i] is None and _text_form(gold) and _text_form(gold) == _text_form(pred):
+                results[i] = Comparison(True, "fast")
+            if results[i] is None:
+                slow.append(i)
+    workers = min(len(slow), processes or os.cpu_count() or 1)
+    requests = [
+        (golds[i], preds[i], options["precision"], options["strict"], options["allow_set_relation"])
+        for i in slow
+    ]
+    if workers <= 1 or len(slow) < 4:
+        for i, request in zip(slow, requests, strict=True):
+            results[i] = _POOL.run(request, time.monotonic() + timeout)
+    else:
+        next_item = iter(range(len(slow)))
+        lock = threading.Lock()
+
+        def drain() -> None:
+            while True:
+                with lock:
+                    k = next(next_item, None)
+                if k is None:
+                    return
+                results[slow[k]] = _POOL.run(requests[k], time.monotonic() + timeout)
+
+        threads = [threading.Thread(target=drain, daemon=True) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return [r for r in results if r is not None]
+
+
+def verify_batch(
+    golds: Sequence[str], preds: Sequence[str], *, processes: int | None = None, **kwargs: Any
+) -> list[bool]:
+    """`is_equivalent` over pairs, in order, with slow-path pairs spread over worker processes."""
+    return [c.equal for c in compare_batch(golds, preds, processes=processes, **kwargs)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker processes (caller side)
+
+_BOOT = "import sys; from llmenv.verifiers.math import _serve; _serve(int(sys.argv[1]))"
+
+
+class _Worker:
+    """One slow-path subprocess, talked to over a socketpair; killed when a request overruns."""
+
+    def __init__(self) -> None:
+        import llmenv
+
+        ours, theirs = socket.socketpair()
+        root = os.path.dirname(os.path.abspath(list(llmenv.__path__)[0]))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # a Ctrl-C meant for the caller does not kill a worker mid-request
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.ready = False
+        self.healthy = True
+
+    def run(self, request: tuple[Any, ...], deadline: float) -> Comparison:
+        try:
+            if not self.ready:
+                if not self.conn.poll(max(0.0, deadline - time.monotonic())):
+                    if self.proc.poll() is not None:
+                        return self._fail(f"math worker exited ({self.proc.returncode}) while starting")
+                    return Comparison(False, "slow", error="timed out while the math worker was starting")
+                self.conn.recv()  # the "ready" greeting
+                self.ready = True
+            self.conn.send(request)
+            if not self.conn.poll(max(0.0, deadline - time.monotonic())):
+                self.kill()
+                return Comparison(False, "slow", error="timed out: comparison overran its deadline")
+            equal, error, note = self.conn.recv()
+            return Comparison(equal, "slow", error=error, note=note)
+        except (EOFError, OSError) as exc:
+            return self._fail(f"math worker died ({type(exc).__name__}; exit code {self.proc.poll()})")
+
+    def _fail(self, error: str) -> Comparison:
+        self.kill()
+        return Comparison(False, "slow", error=error)
+
+    def kill(self) -> None:
+        self.healthy = False
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.conn.close()
+
+
+class _WorkerPool:
+    """Idle workers shared by all threads; each request borrows one, so threads never wait on each other."""
+
+    def __init__(self) -> None:
+        self.idle: list[_Worker] = []
+        self.lock = threading.Lock()
+        self.max_idle = max(2, os.cpu_count() or 1)
+
+    def run(self, request: tuple[Any, ...], deadline: float) -> Comparison:
+        with self.lock:
+            worker = self.idle.pop() if self.idle else None
+        worker = worker or _Worker()
+        result = worker.run(request, deadline)
+        if worker.healthy:
+            with self.lock:
+                if len(self.idle) < self.max_idle:
+                    self.idle.append(worker)
+                    return result
+            worker.kill()
+        return result
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for worker in idle:
+            worker.kill()
+
+
+def _reset_pool_in_child() -> None:
+    global _POOL
+    _POOL = _WorkerPool()  # the parent's workers and locks belong to the parent
+
+
+_POOL = _WorkerPool()
+os.register_at_fork(after_in_child=_reset_pool_in_child)
+
+
+def warm_up(workers: int = 1) -> None:
+    """Start `workers` slow-path workers now, so the first real comparison does not pay their start-up."""
+    deadline = time.monotonic() + 60.0
+    pool = [_Worker() for _ in range(workers)]
+    for worker in pool:
+        worker.run(("1", "1", 6, True, False), deadline)
+    with _POOL.lock:
+        _POOL.idle.extend(w for w in pool if w.healthy)
+
+
+# ----------------------------------------------------------------------------------------------
+# The slow path (runs inside a worker process only)
+
+
+class _TooLarge(Exception):
+    """A power whose exact value would be too big to compute."""
+
+
+class _Unparsed(Exception):
+    """latex2sympy could not read the answer."""
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    value: Any  # a sympy object, or a list of them (None for an ellipsis) for sequences
+    inexact: bool
+    percent: bool
+    degrees: bool
+
+
+_ELLIPSIS_RE = re.compile(r"\\[lc]?dots[bc]?(?![A-Za-z])|\\ldotp|\.\.\.|…")
+
+
+def _top_level_split(text: str, sep: str = ",") -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "{([":
+            depth += 1
+        elif char in "})]":
+            depth -= 1
+        elif char == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def _latex(text: str) -> Any:
+    from latex2sympy2_extended.latex2sympy2 import NormalizationConfig, latex2sympy
+
+    config = NormalizationConfig(units=True, malformed_operators=True, nits=True, boxed="all")
+    try:
+        return latex2sympy(text, normalization_config=config)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:  # antlr raises bare Exception for text it cannot read
+        raise _Unparsed(f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}") from exc
+
+
+def _parse(answer: str) -> _Parsed:
+    norm = _normalize(answer)
+    text = norm.text
+    if not text:
+        raise _Unparsed("empty answer")
+    inexact = bool(_DECIMAL_RE.search(text))
+    if _ELLIPSIS_RE.search(text):
+        items = [item.strip() for item in _top_level_split(_unwrap(text))]
+        value: Any = [None if _ELLIPSIS_RE.fullmatch(item) else _latex(item) for item in items]
+    else:
+        value = _latex(text)
+    return _Parsed(value, inexact, norm.percent, norm.degrees)
+
+
+_parse_gold = functools.lru_cache(maxsize=4096)(_parse)
+
+
+def _check_size(expr: Any) -> None:
+    """Raise _TooLarge when some integer power in `expr` would have more than MAX_POWER_DIGITS digits."""
+    import sympy
+
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Pow) and node.base.is_number and node.exp.is_number:
+            _log10_size(node)
+
+
+def _log10_size(expr: Any) -> float:
+    import math
+
+    import sympy
+
+    if isinstance(expr, sympy.Pow) and expr.base.is_number and expr.exp.is_number:
+        base, exponent = _log10_size(expr.base), _log10_size(expr.exp)
+        if exponent > 6:  # the exponent alone is over a million
+            raise _TooLarge(f"{expr.base} to a power of about 10^{exponent:.0f}")
+        digits = abs(float(sympy.N(expr.exp, 15))) * max(base, 0.0)
+        if digits > MAX_POWER_DIGITS:
+            raise _TooLarge(f"a power with about {digits:.3g} digits")
+        return digits
+    if isinstance(expr, (sympy.Add, sympy.Mul)) and expr.is_number:
+        return max((_log10_size(arg) for arg in expr.args), default=0.0) + len(expr.args)
+    if expr.is_Number and expr.is_finite:
+        return math.log10(max(abs(float(expr)), 1.0)) if expr.is_Rational else 0.0
+    return 1.0
+
+
+def _numbers_close(a: Any, b: Any, precision: int, inexact: bool) -> bool:
+    import sympy
+
+    if not inexact and a.is_Rational and b.is_Rational:
+        return bool(a == b)
+    digits = precision + 25
+    x, y = sympy.N(a, digits), sympy.N(b, digits)
+    if not (x.is_number and y.is_number):
+        return False
+    if x.is_infinite or y.is_infinite:
+        return bool(x == y)
+    tolerance = sympy.Rational(1, 10**precision) if inexact else sympy.Rational(1, 10 ** (digits - 5))
+    return bool(abs(x - y) <= tolerance * max(abs(x), abs(y)))
+
+
+def _expr_equal(a: Any, b: Any, precision: int, inexact: bool) -> bool:
+    import sympy
+
+    if a == b:
+        return True
+    _check_size(a)
+    _check_size(b)
+    a, b = a.doit(), b.doit()
+    if a == b:
+        return True
+    if a.is_number and b.is_number:
+        if a.is_Rational and b.is_Rational and not inexact:
+            return bool(a == b)
+        if not inexact and sympy.simplify(a - b) == 0:
+            return True
+        return _numbers_close(a, b, precision, inexact)
+    if a.free_symbols != b.free_symbols:
+        return False
+    if sympy.simplify(a - b) == 0:
+        return True
+    if inexact:  # equal up to float rounding of coefficients: compare at a few rational points
+        points = [{s: sympy.Rational(k + 2, 7 + k) for s in a.free_symbols} for k in range(3)]
+        return all(_numbers_close(a.subs(p), b.subs(p), precision, True) for p in points)
+    return False
+
+
+def _as_set(value: Any) -> Any:
+    import sympy
+
+    if isinstance(value, sympy.Set):
+        return value
+    symbols = value.free_symbols
+    if len(symbols) != 1:
+        return None
+    return value.as_set()
+
+
+def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bool) -> bool:
+    import sympy
+    from sympy.matrices import MatrixBase
+
+    def same(x: Any, y: Any) -> bool:
+        return _equal(x, y, precision, inexact, allow_set_relation)
+
+    def same_elements(xs: Sequence[Any], ys: Sequence[Any]) -> bool:
+        return all(any(same(x, y) for y in ys) for x in xs) and all(any(same(x, y) for x in xs) for y in ys)
+
+    if isinstance(g, list) or isinstance(p, list):  # sequences with ellipses: element-wise, in order
+        if not (isinstance(g, list) and isinstance(p, list)) or len(g) != len(p):
+            return False
+        pairs = zip(g, p, strict=True)
+        return all(
+            (x is None and y is None) or (x is not None and y is not None and same(x, y)) for x, y in pairs
+        )
+    if isinstance(g, MatrixBase) or isinstance(p, MatrixBase):
+        return (
+            isinstance(g, MatrixBase)
+            and isinstance(p, MatrixBase)
+            and g.shape == p.shape
+            and all(same(x, y) for x, y in zip(g, p, strict=True))
+        )
+    g_eq, p_eq = isinstance(g, sympy.Eq), isinstance(p, sympy.Eq)
+    g_rel = isinstance(g, (sympy.Rel, sympy.And, sympy.Or))
+    p_rel = isinstance(p, (sympy.Rel, sympy.And, sympy.Or))
+    if g_eq and p_eq:
+        if isinstance(g.lhs, sympy.Symbol) and g.lhs == p.lhs and g.lhs not in g.rhs.free_symbols:
+            return same(g.rhs, p.rhs)  # assignments x = v: compare values
+        g_zero, p_zero = g.lhs - g.rhs, p.lhs - p.rhs  # equations: same up to a nonzero constant factor
+        if g_zero == 0 or p_zero == 0:
+            return bool(g_zero == p_zero)
+        ratio = sympy.simplify(g_zero / p_zero)
+        return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
+    if p_eq and isinstance(p.lhs, sympy.Symbol) and not g_rel:  # "x = 5" for a gold of 5
+        return same(g, p.rhs)
+    if g_eq and isinstance(g.lhs, sympy.Symbol) and not p_rel:
+        return same(g.rhs, p)
+    g_set, p_set = isinstance(g, sympy.Set), isinstance(p, sympy.Set)
+    if g_rel or p_rel:
+        if (g_rel and p_rel) or (allow_set_relation and (g_set or p_set)):
+            g_as, p_as = _as_set(g), _as_set(p)
+            if g_rel and p_rel and g.free_symbols != p.free_symbols:
+                return False
+            return g_as is not None and p_as is not None and bool(g_as == p_as)
+        return False
+    if isinstance(g, sympy.FiniteSet) and isinstance(p, sympy.FiniteSet):
+        return same_elements(list(g.args), list(p.args))
+    if isinstance(g, sympy.Interval) and isinstance(p, sympy.Interval):
+        return (
+            g.left_open == p.left_open
+            and g.right_open == p.right_open
+            and same(g.start, p.start)
+            and same(g.end, p.end)
+        )
+    if isinstance(g, sympy.Union) and isinstance(p, sympy.Union):
+        return len(g.args) == len(p.args) and same_elements(list(g.args), list(p.args))
+    if g_set or p_set:
+        return g_set and p_set and bool(g == p)
+    if isinstance(g, sympy.Tuple) or isinstance(p, sympy.Tuple):
+        return (
+            isinstance(g, sympy.Tuple)
+            and isinstance(p, sympy.Tuple)
+            and len(g) == len(p)
+            and all(same(x, y) for x, y in zip(g, p, strict=True))
+        )
+    if isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr):
+        return _expr_equal(g, p, precision, inexact)
+    return bool(g == p)
+
+
+def _slow_compare(gold: str, pred: str, precision: int, strict: bool, allow_set_relation: bool) -> Comparison:
+    """Parse both answers with latex2sympy and compare them structurally (worker side)."""
+    import sympy
+
+    if _text_form(gold) and _text_form(gold) == _text_form(pred):
+        return Comparison(True, "slow")
+    try:
+        g = _parse_gold(gold)
+    except _Unparsed as exc:
+        return Comparison(False, "slow", error=f"reference answer did not parse: {exc}")
+    try:
+        p = _parse(pred)
+    except _Unparsed as exc:
+        return Comparison(False, "slow", note=f"prediction did not parse: {exc}")
+    inexact = g.inexact or p.inexact
+    gv, pv = g.value, p.value
+    if g.degrees != p.degrees:  # 30^\circ against pi/6
+        degrees_to_radians = sympy.pi / 180
+        if g.degrees and isinstance(gv, sympy.Expr) and isinstance(pv, sympy.Expr) and pv.has(sympy.pi):
+            gv = gv * degrees_to_radians
+        elif p.degrees and isinstance(pv, sympy.Expr) and isinstance(gv, sympy.Expr) and gv.has(sympy.pi):
+            pv = pv * degrees_to_radians
+    try:
+        if _equal(gv, pv, precision, inexact, allow_set_relation):
+            return Comparison(True, "slow")
+        exprs = isinstance(gv, sympy.Expr) and isinstance(pv, sympy.Expr)
+        if not strict and g.percent != p.percent and exprs:
+            gv, pv = (gv / 100 if g.percent else gv), (pv / 100 if p.percent else pv)
+            return Comparison(_equal(gv, pv, precision, inexact, allow_set_relation), "slow")
+    except _TooLarge as exc:
+        return Comparison(False, "slow", error=f"refused to evaluate {exc}")
+    return Comparison(False, "slow")
+
+
+def _serve(fd: int) -> None:
+    """Worker main loop: answer (gold, pred, options) requests on socket `fd` until it closes."""
+    import logging
+    import resource
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.disable(logging.CRITICAL)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    except (ValueError, OSError):
+        pass  # a lower hard limit is already in place
+    sys.setrecursionlimit(5000)
+    conn = Connection(fd)
+    _latex("1")  # import and warm the parser before saying ready
+    conn.send("ready")
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            result = _slow_compare(*request)
+            reply = (result.equal, result.error, result.note)
+        except Exception as exc:  # noqa: BLE001 - sent back as Comparison.error, never swallowed
+            reply = (False, f"comparison crashed: {type(exc).__name__}: {str(exc)[:200]}", None)
+        conn.send(reply)
+
+
+# ----------------------------------------------------------------------------------------------
+# The verifier
+
+
+class MathVerifier:
+    """Reward 1.0 when the completion's final answer equals `task.answer`, else 0.0; bounded in time."""
+
+    time_bounded = True
+
+    def __init__(
+        self, *, fallback_last_number: bool = False, timeout: float = 5.0, strict: bool = True
+    ) -> None:
+        self.fallback_last_number = fallback_last_number
+        self.timeout = timeout
+        self.strict = strict
+
+    def __call__(self, completion: str, task: Task) -> Verdict:
+        """Extract the answer from `completion` and compare it with `task.answer`."""
+        if task.answer is None:
+            return Verdict.failure("task has no reference answer", name="correct")
+        extracted = extract_answer(completion, fallback_last_number=self.fallback_last_number)
+        details: dict[str, Any] = {"extracted": extracted, "gold": task.answer}
+        if extracted is None:
+            details["reason"] = "no answer found"
+            return Verdict(reward=0.0, passed=False, parts={"correct": 0.0}, details=details)
+        result = compare(task.answer, extracted, strict=self.strict, timeout=self.timeout)
+        details["path"] = result.path
+        if result.note is not None:
+            details["reason"] = result.note
+        if result.error is not None:
+            return Verdict.failure(result.error, name="correct", details=details)
+        reward = 1.0 if result.equal else 0.0
+        return Verdict(reward=reward, passed=result.equal, parts={"correct": reward}, details=details)
