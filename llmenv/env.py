@@ -128,7 +128,9 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
     ) -> None:
         if not callable(verifier):
-            raise TaskConfigError(f"verifier must be callable (completion, task) -> Verdict, got {type(verifier).__name__}")
+            raise TaskConfigError(
+                f"verifier must be callable (completion, task) -> Verdict, got {type(verifier).__name__}"
+            )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise TaskConfigError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         if isinstance(tokenizer, (str, bytes)) or hasattr(tokenizer, "__fspath__"):
@@ -173,7 +175,8 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         """Score the generated tokens; the episode ends (terminated) after one step."""
         if self._done or self._episode is None or self.task is None:
             raise ResetNeededError(
-                "step() called before reset()" if self._episode is None
+                "step() called before reset()"
+                if self._episode is None
                 else "step() called after the episode ended; call env.reset() to start a new one"
             )
         if isinstance(action, str):

@@ -103,7 +103,9 @@ class DatasetSource:
         try:
             task = self.row_to_task(row)
         except (KeyError, ValueError, TypeError) as exc:
-            raise TaskConfigError(f"row {index} could not be turned into a Task ({exc!r}); row keys: {list(row)}") from exc
+            raise TaskConfigError(
+                f"row {index} could not be turned into a Task ({exc!r}); row keys: {list(row)}"
+            ) from exc
         if not isinstance(task, Task):
             raise TaskConfigError(f"row_to_task must return llmenv.Task, got {type(task).__name__}")
         return task
@@ -140,8 +142,11 @@ class HubDataset:
     load_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def load(
-        self, *, data_files: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-        split: str | None = None, limit: int | None = None,
+        self,
+        *,
+        data_files: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        split: str | None = None,
+        limit: int | None = None,
     ) -> DatasetSource:
         """Load the rows and wrap them as a task source."""
         import datasets  # heavy; only dataset-backed tasks need it
@@ -182,7 +187,9 @@ def as_source(
     params = dict(params or {})
     if row_to_task is not None:
         if not (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
-            raise TaskConfigError(f"row_to_task needs a datasets.Dataset (or sized table) source, got {type(source).__name__}")
+            raise TaskConfigError(
+                f"row_to_task needs a datasets.Dataset (or sized table) source, got {type(source).__name__}"
+            )
         if params:
             raise TaskConfigError(f"unexpected task parameters {sorted(params)} for a dataset source")
         return DatasetSource(source, row_to_task)

@@ -35,7 +35,9 @@ def test_bare_verifiers_and_agents_never_resolve_into_this_repo(tmp_path):
         "    print(n, s.origin if s else None)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
     for line in out.stdout.splitlines():
         name, origin = line.split(" ", 1)
         assert origin == "None" or str(REPO) not in origin, f"`import {name}` resolves to {origin}"

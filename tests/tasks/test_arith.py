@@ -38,7 +38,9 @@ def test_same_generator_state_same_task():
     assert a == b and a != c
 
 
-@pytest.mark.parametrize("kwargs, message", [({"digits": 10}, "digits"), ({"terms": 1}, "terms"), ({"ops": "^"}, "ops")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"digits": 10}, "digits"), ({"terms": 1}, "terms"), ({"ops": "^"}, "ops")]
+)
 def test_bad_knobs(kwargs, message):
     with pytest.raises(TaskConfigError, match=message):
         generate_arith(np.random.default_rng(0), **kwargs)
