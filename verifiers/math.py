@@ -18,6 +18,7 @@ puts them on `Verdict.error`.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import re
@@ -484,6 +485,7 @@ def _reset_pool_in_child() -> None:
 
 _POOL = _WorkerPool()
 os.register_at_fork(after_in_child=_reset_pool_in_child)
+atexit.register(lambda: _POOL.close())  # reap idle workers instead of leaving them to notice EOF
 
 
 def warm_up(workers: int = 1) -> None:
