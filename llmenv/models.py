@@ -18,14 +18,11 @@ import importlib.util
 import os
 import re
 import shutil
-import socket
 import tempfile
 import threading
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import torch
 from transformers import (
@@ -38,6 +35,8 @@ from transformers import (
 )
 
 from llmenv.errors import ModelNotFoundError
+from llmenv.hub import hub_endpoint as _hub_endpoint
+from llmenv.hub import hub_reachable as _hub_reachable
 
 try:  # POSIX only; elsewhere the atomic rename alone still keeps the cache consistent
     import fcntl
@@ -66,7 +65,6 @@ _EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
 
 # "name" or "org/name" as the Hub spells repository ids; anything else is only ever a path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
-_HUB_PROBE_TIMEOUT_S = 3.0
 
 _TOKENIZERS: dict[str, PreTrainedTokenizerBase] = {}
 _CONVERSION_LOCK = threading.Lock()
@@ -163,10 +161,8 @@ def _locate(spec: str | os.PathLike[str]) -> Path | str:
     if isinstance(spec, str) and spec.strip().lower() in EMBEDDED_MODEL_NAMES:
         return _embedded_model_dir()
     if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
-        raise ModelNotFoundError(
-            f"Expected a model name, a local path or a loaded transformers object, got "
-            f"{type(spec).__name__}: {spec!r}."
-        )
+        got = f"{type(spec).__name__}: {spec!r}"
+        raise ModelNotFoundError(f"Expected a model name, a local path or a loaded transformers object, got {got}.")
     path = Path(spec).expanduser()
     if path.is_dir():
         return path.resolve()
@@ -211,37 +207,6 @@ def _from_hub(loader: Callable[..., _Loaded], repo_id: str, **kwargs: Any) -> _L
         return loader(repo_id, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelNotFoundError(f"Could not load `{repo_id}` from the Hugging Face Hub: {err}") from err
-
-
-def _hub_endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def _hub_reachable() -> bool:
-    """Whether a TCP connection to the Hub (or the proxy in front of it) opens within 3 s.
-
-    `huggingface_hub` retries a failed request five times with back-off, so an offline
-    `from_pretrained` takes about 45 s to fail; one socket probe takes milliseconds.
-    """
-    from huggingface_hub import constants
-
-    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-    if constants.is_offline_mode() or (offline or "").upper() in {"1", "ON", "YES", "TRUE"}:
-        return False
-    url = urlsplit(constants.ENDPOINT)
-    host = url.hostname or ""
-    port = url.port or (443 if url.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(url.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
-        proxy_url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        host, port = proxy_url.hostname or "", proxy_url.port or 80
-    try:
-        with socket.create_connection((host, port), timeout=_HUB_PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
 
 
 def _embedded_model_dir() -> Path:

@@ -9,7 +9,6 @@ loads data; it must not know about tokenizers, verifiers or environments.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from llmenv.errors import DatasetUnavailableError, TaskConfigError
+from llmenv.hub import hub_reachable
 from llmenv.types import Task
 
 
@@ -109,17 +109,6 @@ class DatasetSource:
         if not isinstance(task, Task):
             raise TaskConfigError(f"row_to_task must return llmenv.Task, got {type(task).__name__}")
         return task
-
-
-def hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connection (False at once when offline is set)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
