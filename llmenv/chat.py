@@ -30,13 +30,19 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+_REWRITES_HISTORY = (
+    "the chat template re-renders earlier turns when a message is added (e.g. it strips reasoning from "
+    "past assistant turns), so turns cannot be appended token-exactly"
+)
 _PROBES = ("\x1f@\x1f", " \x1e@\n\x1e }{% </think> ")  # "@" becomes the message index
 
 
 class ChatCodec:
     """Renders chat messages to token ids and decodes policy tokens, for one tokenizer."""
 
-    def __init__(self, tokenizer: Any, *, chat_template: str | None = None) -> None:
+    def __init__(
+        self, tokenizer: Any, *, chat_template: str | None = None, tools: Sequence[dict[str, Any]] | None = None
+    ) -> None:
         if not callable(getattr(tokenizer, "apply_chat_template", None)):
             raise TokenizerError(
                 f"expected a transformers tokenizer (PreTrainedTokenizerBase), got {type(tokenizer).__name__}"
@@ -44,6 +50,7 @@ class ChatCodec:
         self.tokenizer = tokenizer
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
         self.uses_default_template = self.chat_template == DEFAULT_CHAT_TEMPLATE
+        self.tools = list(tools) if tools else None
         self.vocab_size = len(tokenizer)
         backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         self._backend = backend
@@ -74,6 +81,7 @@ class ChatCodec:
                 list(messages),
                 chat_template=self.chat_template,
                 add_generation_prompt=add_generation_prompt,
+                tools=self.tools,
                 tokenize=False,
             )
         except Exception as exc:  # jinja raises many types; re-raise with what was being rendered
@@ -82,10 +90,7 @@ class ChatCodec:
 
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
         """The chat-template text of `messages`, spliced from cached fragments when safe."""
-        key = (tuple(m["role"] for m in messages), add_generation_prompt)
-        fragments = self._layouts.get(key, ())
-        if fragments == ():
-            fragments = self._layouts[key] = self._compile(key[0], add_generation_prompt)
+        fragments = self._fragments(tuple(m["role"] for m in messages), add_generation_prompt)
         if fragments is None:
             return self.render_full(messages, add_generation_prompt=add_generation_prompt)
         parts = [fragments[0]]
@@ -106,22 +111,39 @@ class ChatCodec:
 
         The returned text starts right after the assistant's content, so it includes the
         template's end-of-turn marker; callers drop the part the policy already generated.
+        Raises TokenizerError when the template re-renders earlier turns once a message is added.
         """
         if not history or history[-1]["role"] != "assistant":
             raise TokenizerError("continuation() needs a history that ends with an assistant message")
+        old = self._fragments(tuple(m["role"] for m in history), False)
+        new = self._fragments(tuple(m["role"] for m in [*history, *new_messages]), add_generation_prompt)
+        n = len(history)
+        if old is not None and new is not None:
+            if new[:n] != old[:n]:
+                raise TokenizerError(_REWRITES_HISTORY)
+            parts = [new[n]]
+            for message, fragment in zip(new_messages, new[n + 1 :]):
+                parts.append(message["content"])
+                parts.append(fragment)
+            return "".join(parts)
         marker = "\x1fEND-OF-ASSISTANT\x1f"
         probe = [*history[:-1], {"role": "assistant", "content": history[-1]["content"] + marker}]
         before = self.render_full(probe, add_generation_prompt=False)
         after = self.render_full([*probe, *new_messages], add_generation_prompt=add_generation_prompt)
         cut = before.rfind(marker)
         if cut < 0 or not after.startswith(before[: cut + len(marker)]):
-            raise TokenizerError(
-                "the chat template re-renders earlier turns when a message is added (e.g. it strips "
-                "reasoning from past assistant turns), so turns cannot be appended token-exactly"
-            )
+            raise TokenizerError(_REWRITES_HISTORY)
         return after[cut + len(marker) :]
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _fragments(self, roles: tuple[str, ...], add_generation_prompt: bool) -> list[str] | None:
+        """The cached text fragments of a layout, or None when it must be rendered fully."""
+        key = (roles, add_generation_prompt)
+        fragments = self._layouts.get(key, ())
+        if fragments == ():
+            fragments = self._layouts[key] = self._compile(roles, add_generation_prompt)
+        return fragments
 
     def _compile(self, roles: tuple[str, ...], add_generation_prompt: bool) -> list[str] | None:
         """Split the template's output for `roles` into the text around each message's content."""

@@ -89,3 +89,29 @@ def test_broken_template_names_the_roles(tok):
     codec = ChatCodec(tok, chat_template="{{ raise_exception('no system role') }}")
     with pytest.raises(TokenizerError, match=r"roles \['system'\]"):
         codec.encode([{"role": "system", "content": "x"}])
+
+
+def test_continuation_fast_path_matches_full_renders_on_random_dialogues(tok):
+    codec = ChatCodec(tok)
+    rng = random.Random(1)
+    for _ in range(100):
+        history = random_conversation(rng) + [{"role": "assistant", "content": "".join(rng.choices(ALPHABET, k=9))}]
+        new = [{"role": rng.choice(["user", "tool"]), "content": "".join(rng.choices(ALPHABET, k=rng.randint(0, 20)))}]
+        text = codec.continuation(history, new)
+        full = codec.render_full([*history, *new])
+        assert full.endswith(text)
+        head = full[: len(full) - len(text)]
+        assert head.endswith(history[-1]["content"]) and codec.render_full(history, add_generation_prompt=False).startswith(head)
+
+
+def test_continuation_detects_templates_that_rewrite_history(tok):
+    # drops every assistant turn but the last: appending a message changes earlier text
+    rewriting = (
+        "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}"
+        "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    codec = ChatCodec(tok, chat_template=rewriting)
+    history = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    with pytest.raises(TokenizerError, match="re-renders earlier turns"):
+        codec.continuation(history, [{"role": "user", "content": "c"}])
