@@ -103,16 +103,18 @@ class Sandbox(Protocol):
         ...
 
 
-def normalize_files(files_or_code: str | Mapping[str, str | bytes], cmd: list[str] | None) -> tuple[
-    dict[str, bytes], list[str] | None
-]:
+def normalize_files(
+    files_or_code: str | Mapping[str, str | bytes], cmd: list[str] | None
+) -> tuple[dict[str, bytes], list[str] | None]:
     """Validate `run`'s inputs: relative, non-escaping paths; a cmd when files are given; bytes contents."""
     if isinstance(files_or_code, str):
         if cmd is not None:
             raise SandboxError("pass either Python source (a str) or files plus cmd, not a str plus cmd")
         return {"main.py": files_or_code.encode("utf-8", "surrogatepass")}, None
     if not isinstance(files_or_code, Mapping):
-        raise SandboxError(f"expected Python source (str) or a dict of path -> content, got {type(files_or_code).__name__}")
+        raise SandboxError(
+            f"expected Python source (str) or a dict of path -> content, got {type(files_or_code).__name__}"
+        )
     if not cmd or not all(isinstance(part, str) for part in cmd):
         raise SandboxError("files need cmd=[...] (a non-empty list of str) saying what to run")
     files: dict[str, bytes] = {}

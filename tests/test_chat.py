@@ -101,7 +101,9 @@ def test_continuation_fast_path_matches_full_renders_on_random_dialogues(tok):
         full = codec.render_full([*history, *new])
         assert full.endswith(text)
         head = full[: len(full) - len(text)]
-        assert head.endswith(history[-1]["content"]) and codec.render_full(history, add_generation_prompt=False).startswith(head)
+        assert head.endswith(history[-1]["content"]) and codec.render_full(
+            history, add_generation_prompt=False
+        ).startswith(head)
 
 
 def test_continuation_detects_templates_that_rewrite_history(tok):

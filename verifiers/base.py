@@ -8,19 +8,16 @@ never returns cannot hang the caller. It must not know about tokens or environme
 
 from __future__ import annotations
 
-import ctypes
-import heapq
 import math
-import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from llmenv.deadline import DeadlineExceeded, call_with_deadline, describe_exception
 from llmenv.errors import VerifierError
 from llmenv.types import Task, Verdict
 
-__all__ = ["Verifier", "Rubric", "VerifierTimeout", "call_verifier", "check_verifier", "Verdict"]
+__all__ = ["Verifier", "Rubric", "call_verifier", "check_verifier", "Verdict"]
 
 
 @runtime_checkable
@@ -28,91 +25,10 @@ class Verifier(Protocol):
     """Scores one completion of one task.
 
     Verifiers that enforce their own hard wall-clock bound (math, code) set the class attribute
-    `time_bounded = True`; `call_verifier` then calls them directly instead of on a watchdog thread.
+    `time_bounded = True`; `call_verifier` then calls them directly instead of under a watchdog deadline.
     """
 
     def __call__(self, completion: str, task: Task) -> Verdict | float | bool: ...
-
-
-class VerifierTimeout(BaseException):
-    """Raised inside a verifier's thread by the watchdog when its time is up.
-
-    A BaseException so that a verifier's own `except Exception` cannot swallow it.
-    """
-
-
-class _Watchdog:
-    """One daemon thread that interrupts overrunning verifier calls on the thread that made them.
-
-    The verifier runs on the caller's thread (a hand-off to a worker thread costs ~200 us, more
-    than a whole env step); arming is a heap push. When a deadline passes while its call is still
-    armed, the watchdog raises `VerifierTimeout` in that thread with `PyThreadState_SetAsyncExc`.
-    This interrupts Python-level loops (sympy, regex-free parsers, user code); a call blocked in C
-    code or I/O is interrupted only when it returns to Python, so verifiers that can block there
-    bound themselves and declare `time_bounded = True`.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int]] = []
-        self._armed: dict[int, int] = {}  # token -> thread id
-        self._fired: set[int] = set()
-        self._next_token = 0
-        self._thread: threading.Thread | None = None
-
-    def arm(self, timeout_s: float) -> int:
-        """Start a deadline for the calling thread; return the token to disarm it."""
-        with self._cond:
-            self._next_token += 1
-            token = self._next_token
-            self._armed[token] = threading.get_ident()
-            deadline = time.monotonic() + timeout_s
-            if not self._heap or deadline < self._heap[0][0]:
-                self._cond.notify()
-            heapq.heappush(self._heap, (deadline, token))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True, name="llmenv-watchdog")
-                self._thread.start()
-        return token
-
-    def disarm(self, token: int) -> bool:
-        """Stop the deadline; return True if it fired (a still-pending interrupt is cancelled)."""
-        with self._cond:
-            thread_id = self._armed.pop(token, None)
-            if token in self._fired:
-                self._fired.discard(token)
-                if thread_id is not None:
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
-                return True
-        return False
-
-    def _loop(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][1] not in self._armed:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, token = self._heap[0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-                self._fired.add(token)
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self._armed[token]), ctypes.py_object(VerifierTimeout)
-                )
-
-
-_watchdog = _Watchdog()
-
-
-def _describe(exc: BaseException) -> str:
-    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    where = f" (at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno})" if frame else ""
-    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def call_verifier(
@@ -128,21 +44,14 @@ def call_verifier(
         try:
             value = verifier(completion, task)
         except Exception as exc:  # noqa: BLE001 - recorded on the Verdict, never a silent 0
-            return Verdict.failure(f"verifier raised {_describe(exc)}", name=name)
+            return Verdict.failure(f"verifier raised {describe_exception(exc)}", name=name)
     else:
-        token = _watchdog.arm(timeout_s)
         try:
-            try:
-                value = verifier(completion, task)
-            finally:
-                fired = _watchdog.disarm(token)
-        except VerifierTimeout:
-            _watchdog.disarm(token)
+            value = call_with_deadline(lambda: verifier(completion, task), timeout_s)
+        except DeadlineExceeded:
             return Verdict.failure(f"verifier timed out after {timeout_s:g}s", name=name)
         except Exception as exc:  # noqa: BLE001 - recorded on the Verdict, never a silent 0
-            return Verdict.failure(f"verifier raised {_describe(exc)}", name=name)
-        if fired:
-            return Verdict.failure(f"verifier timed out after {timeout_s:g}s", name=name)
+            return Verdict.failure(f"verifier raised {describe_exception(exc)}", name=name)
     try:
         verdict = Verdict.of(value, name=name)
     except TypeError as exc:
