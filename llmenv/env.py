@@ -10,7 +10,8 @@ the same pieces (`TokenEpisode`, `validate_action`). Nothing here trains, sample
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, SupportsFloat
+from dataclasses import dataclass
+from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -69,6 +70,17 @@ def validate_action(action: Any, vocab_size: int) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+@dataclass(frozen=True)
+class PendingStep:
+    """A validated, decoded action waiting for its verdict (lets a vector env verify a batch at once)."""
+
+    action_tokens: np.ndarray
+    completion: str
+    finished: bool
+    """The action ends with a stop token (EOS or the template's end of turn)."""
+    needs_verdict: bool
+
+
 class TokenEpisode:
     """The growing token record of one episode: spans of prompt, policy and env tokens."""
 
@@ -114,6 +126,10 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata = {"render_modes": ["ansi"]}
+    ENV_KWARGS: ClassVar[frozenset[str]] = frozenset(
+        {"system_prompt", "verifier_timeout_s", "chat_template", "render_mode"}
+    )
+    """Keywords of `make` that configure this env class; every other keyword is a task parameter."""
 
     def __init__(
         self,
@@ -173,6 +189,12 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Score the generated tokens; the episode ends (terminated) after one step."""
+        pending = self.prepare_step(action)
+        verdict = self.verify(pending.completion) if pending.needs_verdict else None
+        return self.complete_step(pending, verdict)
+
+    def prepare_step(self, action: Any) -> PendingStep:
+        """Validate and decode an action without changing the episode (step = prepare, verify, complete)."""
         if self._done or self._episode is None or self.task is None:
             raise ResetNeededError(
                 "step() called before reset()"
@@ -183,21 +205,35 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
             action_tokens = np.asarray(self.codec.encode_text(action), dtype=np.int64)
         else:
             action_tokens = validate_action(action, self.codec.vocab_size)
-        completion = self.codec.decode(action_tokens)
-        verdict = call_verifier(self.verifier, completion, self.task, timeout_s=self.verifier_timeout_s)
-        self._episode.append("policy", action_tokens, verdict.reward)
+        finished = bool(len(action_tokens)) and int(action_tokens[-1]) in self.codec.stop_token_ids
+        return PendingStep(action_tokens, self.codec.decode(action_tokens), finished, needs_verdict=True)
+
+    def verify(self, completion: str) -> Verdict:
+        """The verifier's Verdict on `completion` for the current task (never raises for verifier bugs)."""
+        assert self.task is not None
+        return call_verifier(self.verifier, completion, self.task, timeout_s=self.verifier_timeout_s)
+
+    def complete_step(
+        self, pending: PendingStep, verdict: Verdict | None
+    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Record the action and its verdict and end the episode."""
+        assert self._episode is not None and verdict is not None
+        self._episode.append("policy", pending.action_tokens, verdict.reward)
         self._done = True
+        return self._episode.tokens(), verdict.reward, True, False, self._step_info(pending, verdict)
+
+    def _step_info(self, pending: PendingStep, verdict: Verdict) -> dict[str, Any]:
         info = {
             "task_id": self.task_id,
             "task": self.task,
-            "completion": completion,
+            "completion": pending.completion,
             "verdict": verdict,
             "reward_parts": dict(verdict.parts),
-            "finished": bool(len(action_tokens)) and int(action_tokens[-1]) in self.codec.stop_token_ids,
+            "finished": pending.finished,
         }
         if verdict.error is not None:
             info["error"] = verdict.error
-        return self._episode.tokens(), verdict.reward, True, False, info
+        return info
 
     def render(self) -> str | None:
         """In `ansi` mode, the episode so far as text (special tokens kept)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from llmenv.dialogue import DialogueEnv
 from llmenv.env import LLMEnv
 from llmenv.errors import RegistrationError, UnknownTaskError
 from llmenv.sources import as_source
@@ -26,11 +27,9 @@ from llmenv.types import Task
 NAMESPACE = "llmenv"
 ENTRY_POINT_GROUP = "llmenv.tasks"
 
-# Keyword arguments of make() that configure the environment; every other keyword goes to the
-# task source (generator parameters such as `digits`, or `data_files`/`split` for datasets).
-ENV_KWARGS = frozenset({"system_prompt", "verifier_timeout_s", "chat_template", "render_mode"})
-
-ENV_KINDS: dict[str, type[gym.Env]] = {"single_turn": LLMEnv}
+# Each env class lists the keywords of make() that configure it (`ENV_KWARGS`); every other keyword
+# goes to the task source (generator parameters such as `digits`, or `data_files` for datasets).
+ENV_KINDS: dict[str, type[LLMEnv]] = {"single_turn": LLMEnv, "dialogue": DialogueEnv}
 
 _ID_PATTERN = re.compile(r"^(?:[\w.-]+/)?[\w.-]+-v\d+$")
 
@@ -55,7 +54,7 @@ def _full_id(task_id: str) -> str:
     return task_id if "/" in task_id else f"{NAMESPACE}/{task_id}"
 
 
-def register_env_kind(name: str, env_class: type[gym.Env]) -> None:
+def register_env_kind(name: str, env_class: type[LLMEnv]) -> None:
     """Make an environment class available to `register_task(env=name)`."""
     ENV_KINDS[name] = env_class
 
@@ -124,15 +123,15 @@ def list_tasks() -> list[str]:
 def make(task_id: str, *, tokenizer: Any, verifier: Callable[[str, Task], Any] | None = None, **kwargs: Any) -> gym.Env:
     """Build the environment of a registered task (the same as `gymnasium.make`, without wrappers).
 
-    Keywords in `ENV_KWARGS` configure the environment; `verifier` replaces the task's verifier;
+    Keywords in the env class's `ENV_KWARGS` configure the environment; `verifier` replaces the task's verifier;
     every other keyword is a task-source parameter (e.g. `digits=3`, `data_files="gsm8k.jsonl"`).
     """
     task_spec = spec(task_id)
-    options = {**task_spec.defaults, **kwargs}
-    env_kwargs = {k: v for k, v in options.items() if k in ENV_KWARGS}
-    source_params = {k: v for k, v in options.items() if k not in ENV_KWARGS}
-    source = as_source(task_spec.source, source_params, task_spec.row_to_task)
     env_class = ENV_KINDS[task_spec.env]
+    options = {**task_spec.defaults, **kwargs}
+    env_kwargs = {k: v for k, v in options.items() if k in env_class.ENV_KWARGS}
+    source_params = {k: v for k, v in options.items() if k not in env_class.ENV_KWARGS}
+    source = as_source(task_spec.source, source_params, task_spec.row_to_task)
     return env_class(
         source, verifier or task_spec.verifier, tokenizer, task_id=task_spec.task_id, **env_kwargs
     )

@@ -8,6 +8,13 @@ def register_builtin_tasks() -> None:
     from llmenv.registry import register_task
     from llmenv.tasks.arith import generate_arith
     from llmenv.tasks.countdown import CountdownVerifier, generate_countdown
+    from llmenv.tasks.dialogue import (
+        GuessVerifier,
+        generate_guess,
+        generate_retry_problem,
+        respond_to_guess,
+        retry_responder,
+    )
     from llmenv.tasks.math_datasets import GSM8K, MATH
     from llmenv.verifiers.math import MathVerifier
 
@@ -16,6 +23,12 @@ def register_builtin_tasks() -> None:
                   description="integer arithmetic; knobs: digits, ops, terms")
     register_task("countdown-v0", source=generate_countdown, verifier=CountdownVerifier(), replace=True,
                   description="reach a target with given numbers, each used once; knobs: count, max_number")
+    register_task("guess-number-v0", source=generate_guess, verifier=GuessVerifier(), env="dialogue",
+                  responder=respond_to_guess, max_turns=7, replace=True,
+                  description="guess a number in 1..100 from higher/lower hints; 7 turns")
+    register_task("math-retry-v0", source=generate_retry_problem, verifier=math_verifier, env="dialogue",
+                  responder=retry_responder(0.5), max_turns=3, replace=True,
+                  description="arithmetic with feedback and retries; reward 0.5**(attempt-1)")
     register_task("gsm8k-v0", source=GSM8K, verifier=math_verifier, replace=True,
                   description="GSM8K word problems (Hub openai/gsm8k or data_files=)")
     register_task("math-v0", source=MATH, verifier=math_verifier, replace=True,

@@ -1,0 +1,87 @@
+"""Built-in multi-turn tasks: `llmenv/guess-number-v0` and `llmenv/math-retry-v0`.
+
+guess-number: the env holds a seeded number in 1..100, the model guesses in `\\boxed{}` and hears
+"higher" or "lower"; 7 turns are exactly enough for binary search, so only a good strategy wins.
+math-retry: an arithmetic problem where a wrong answer gets feedback and another attempt, with
+the reward discounted by the attempts used. Each task is a generator, a verifier and a responder;
+the turn mechanics belong to `llmenv.dialogue`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmenv.dialogue import EnvReply, Responder, TurnContext
+from llmenv.errors import TaskConfigError
+from llmenv.tasks.arith import generate_arith
+from llmenv.types import Task, Verdict
+from llmenv.verifiers.math import extract_answer
+
+
+def generate_guess(rng: np.random.Generator, *, low: int = 1, high: int = 100) -> Task:
+    """A secret integer in [low, high] and the rules of the game."""
+    if not low < high:
+        raise TaskConfigError(f"need low < high, got low={low}, high={high}")
+    secret = int(rng.integers(low, high + 1))
+    prompt = (
+        f"I am thinking of an integer between {low} and {high}. Guess it. After each guess I will say "
+        "whether my number is higher or lower. Write each guess as \\boxed{N}."
+    )
+    return Task(prompt=prompt, answer=str(secret), meta={"low": low, "high": high})
+
+
+class GuessVerifier:
+    """Parses the last boxed integer and compares it with the secret; details say which way to go."""
+
+    time_bounded = True
+
+    def __call__(self, completion: str, task: Task) -> Verdict:
+        """1.0 for the secret, else 0 with details["direction"] ("higher"/"lower") or a reason."""
+        raw = extract_answer(completion)
+        try:
+            guess = int(raw.strip()) if raw is not None else None
+        except ValueError:
+            guess = None
+        if guess is None:
+            return Verdict(
+                0.0, passed=False, parts={"correct": 0.0}, details={"reason": "no integer guess in \\boxed{}"}
+            )
+        secret = int(task.answer or 0)
+        direction = "correct" if guess == secret else ("higher" if secret > guess else "lower")
+        correct = float(guess == secret)
+        return Verdict(
+            correct, passed=bool(correct), parts={"correct": correct}, details={"guess": guess, "direction": direction}
+        )
+
+
+def respond_to_guess(ctx: TurnContext) -> EnvReply:
+    """Say higher/lower, ask again for a malformed guess, end when the guess is right."""
+    assert ctx.verdict is not None
+    if ctx.verdict.passed:
+        return EnvReply(done=True, reason="guessed")
+    direction = ctx.verdict.details.get("direction")
+    if direction is None:
+        return EnvReply(messages=[{"role": "user", "content": "I could not read a guess. Write it as \\boxed{N}."}])
+    guess = ctx.verdict.details["guess"]
+    return EnvReply(messages=[{"role": "user", "content": f"My number is {direction} than {guess}."}])
+
+
+def generate_retry_problem(rng: np.random.Generator, *, digits: int = 2, terms: int = 3) -> Task:
+    """An arithmetic problem (three terms by default) for the retry game."""
+    return generate_arith(rng, digits=digits, ops="+-*", terms=terms)
+
+
+def retry_responder(discount: float = 0.5) -> Responder:
+    """Reward `discount ** (attempt - 1)` for a right answer; otherwise say it was wrong and ask again."""
+    if not 0 < discount <= 1:
+        raise TaskConfigError(f"discount must be in (0, 1], got {discount}")
+
+    def respond(ctx: TurnContext) -> EnvReply:
+        assert ctx.verdict is not None
+        if ctx.verdict.passed:
+            return EnvReply(reward=discount ** (ctx.turn - 1), done=True, reason="solved")
+        extracted = ctx.verdict.details.get("extracted")
+        said = f"Your answer {extracted} is not correct." if extracted else "I could not find an answer in \\boxed{}."
+        return EnvReply(reward=0.0, messages=[{"role": "user", "content": f"{said} Check your work and try again."}])
+
+    return respond
