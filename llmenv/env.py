@@ -20,7 +20,7 @@ from gymnasium import spaces
 from llmenv.chat import ChatCodec
 from llmenv.errors import InvalidActionError, ResetNeededError, TaskConfigError
 from llmenv.sources import TaskSource, as_source
-from llmenv.types import Task, Trajectory, Turn, Verdict
+from llmenv.types import Message, Task, Trajectory, Turn, Verdict
 from llmenv.verifiers.base import call_verifier
 
 VerifierFn = Callable[[str, Task], "Verdict | float | bool"]
@@ -180,12 +180,16 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         """Start an episode; `options` may pin the task with `{"task": Task}` or `{"index": i}`."""
         super().reset(seed=seed)
         self.task = self._choose_task(options or {})
-        messages = self.task.messages(self.system_prompt)
+        messages = self.prompt_messages(self.task)
         text = self.codec.render(messages)
         obs = np.asarray(self.codec.encode_text(text), dtype=np.int64)
         self._episode = TokenEpisode(obs)
         self._done = False
         return obs, {"task_id": self.task_id, "task": self.task, "messages": messages, "text": text}
+
+    def prompt_messages(self, task: Task) -> list[Message]:
+        """The messages the episode starts with: the task's prompt, with `system_prompt` when set."""
+        return task.messages(self.system_prompt)
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Score the generated tokens; the episode ends (terminated) after one step."""

@@ -22,6 +22,7 @@ from llmenv.dialogue import DialogueEnv
 from llmenv.env import LLMEnv
 from llmenv.errors import RegistrationError, UnknownTaskError
 from llmenv.sources import as_source
+from llmenv.tool_env import ToolEnv
 from llmenv.types import Task
 
 NAMESPACE = "llmenv"
@@ -29,7 +30,7 @@ ENTRY_POINT_GROUP = "llmenv.tasks"
 
 # Each env class lists the keywords of make() that configure it (`ENV_KWARGS`); every other keyword
 # goes to the task source (generator parameters such as `digits`, or `data_files` for datasets).
-ENV_KINDS: dict[str, type[LLMEnv]] = {"single_turn": LLMEnv, "dialogue": DialogueEnv}
+ENV_KINDS: dict[str, type[LLMEnv]] = {"single_turn": LLMEnv, "dialogue": DialogueEnv, "tool": ToolEnv}
 
 _ID_PATTERN = re.compile(r"^(?:[\w.-]+/)?[\w.-]+-v\d+$")
 
