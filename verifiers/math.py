@@ -338,9 +338,7 @@ def compare_batch(
 ) -> list[Comparison]:
     """`compare` over pairs, in order; slow-path pairs are spread over `processes` worker processes."""
     if len(golds) != len(preds):
-        raise ValueError(
-            f"verify_batch got {len(golds)} golds and {len(preds)} preds; expected equal lengths"
-        )
+        raise ValueError(f"verify_batch got {len(golds)} golds and {len(preds)} preds; expected equal lengths")
     timeout = float(kwargs.pop("timeout", 5.0))
     options = {"precision": 6, "strict": True, "allow_set_relation": False} | kwargs
     results: list[Comparison | None] = [None] * len(golds)
@@ -358,8 +356,7 @@ def compare_batch(
                 slow.append(i)
     workers = min(len(slow), processes or os.cpu_count() or 1)
     requests = [
-        (golds[i], preds[i], options["precision"], options["strict"], options["allow_set_relation"])
-        for i in slow
+        (golds[i], preds[i], options["precision"], options["strict"], options["allow_set_relation"]) for i in slow
     ]
     if workers <= 1 or len(slow) < 4:
         for i, request in zip(slow, requests, strict=True):
@@ -658,9 +655,7 @@ def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bo
         if not (isinstance(g, list) and isinstance(p, list)) or len(g) != len(p):
             return False
         pairs = zip(g, p, strict=True)
-        return all(
-            (x is None and y is None) or (x is not None and y is not None and same(x, y)) for x, y in pairs
-        )
+        return all((x is None and y is None) or (x is not None and y is not None and same(x, y)) for x, y in pairs)
     if isinstance(g, MatrixBase) or isinstance(p, MatrixBase):
         return (
             isinstance(g, MatrixBase)
@@ -788,27 +783,46 @@ class MathVerifier:
 
     time_bounded = True
 
-    def __init__(
-        self, *, fallback_last_number: bool = False, timeout: float = 5.0, strict: bool = True
-    ) -> None:
+    def __init__(self, *, fallback_last_number: bool = False, timeout: float = 5.0, strict: bool = True) -> None:
         self.fallback_last_number = fallback_last_number
         self.timeout = timeout
         self.strict = strict
 
     def __call__(self, completion: str, task: Task) -> Verdict:
         """Extract the answer from `completion` and compare it with `task.answer`."""
-        if task.answer is None:
-            return Verdict.failure("task has no reference answer", name="correct")
-        extracted = extract_answer(completion, fallback_last_number=self.fallback_last_number)
-        details: dict[str, Any] = {"extracted": extracted, "gold": task.answer}
-        if extracted is None:
-            details["reason"] = "no answer found"
-            return Verdict(reward=0.0, passed=False, parts={"correct": 0.0}, details=details)
-        result = compare(task.answer, extracted, strict=self.strict, timeout=self.timeout)
-        details["path"] = result.path
-        if result.note is not None:
-            details["reason"] = result.note
-        if result.error is not None:
-            return Verdict.failure(result.error, name="correct", details=details)
-        reward = 1.0 if result.equal else 0.0
-        return Verdict(reward=reward, passed=result.equal, parts={"correct": reward}, details=details)
+        return self.verify_batch([completion], [task], processes=1)[0]
+
+    def verify_batch(
+        self, completions: Sequence[str], tasks: Sequence[Task], *, processes: int | None = None
+    ) -> list[Verdict]:
+        """Verdicts for many completions, in order; slow-path comparisons run in parallel worker processes."""
+        verdicts: list[Verdict | None] = [None] * len(completions)
+        pending: list[tuple[int, str, dict[str, Any]]] = []
+        for i, (completion, task) in enumerate(zip(completions, tasks, strict=True)):
+            if task.answer is None:
+                verdicts[i] = Verdict.failure("task has no reference answer", name="correct")
+                continue
+            extracted = extract_answer(completion, fallback_last_number=self.fallback_last_number)
+            details: dict[str, Any] = {"extracted": extracted, "gold": task.answer}
+            if extracted is None:
+                details["reason"] = "no answer found"
+                verdicts[i] = Verdict(reward=0.0, passed=False, parts={"correct": 0.0}, details=details)
+            else:
+                pending.append((i, extracted, details))
+        results = compare_batch(
+            [tasks[i].answer or "" for i, _, _ in pending],
+            [extracted for _, extracted, _ in pending],
+            processes=processes,
+            strict=self.strict,
+            timeout=self.timeout,
+        )
+        for (i, _, details), result in zip(pending, results, strict=True):
+            details["path"] = result.path
+            if result.note is not None:
+                details["reason"] = result.note
+            if result.error is not None:
+                verdicts[i] = Verdict.failure(result.error, name="correct", details=details)
+            else:
+                reward = 1.0 if result.equal else 0.0
+                verdicts[i] = Verdict(reward=reward, passed=result.equal, parts={"correct": reward}, details=details)
+        return [v for v in verdicts if v is not None]
