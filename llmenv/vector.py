@@ -30,12 +30,22 @@ class VectorLLMEnv(VectorEnv):
     With groups, an environment whose episode ended waits (its action is ignored, reward 0,
     `info["waiting"]`) until every member of its group has ended; the step after that resets the
     whole group on one new task. Without groups each environment autoresets on its own, one step
-    after it ended, as Gymnasium's next-step autoreset does.
+    after it ended, as Gymnasium's next-step autoreset does. With `autoreset=False` ended
+    environments wait until `reset()` (what a rollout collector wants).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, task_id: str, num_envs: int, tokenizer: Any, *, group_size: int = 1, **make_kwargs: Any) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        num_envs: int,
+        tokenizer: Any,
+        *,
+        group_size: int = 1,
+        autoreset: bool = True,
+        **make_kwargs: Any,
+    ) -> None:
         from llmenv.models import load_tokenizer
         from llmenv.registry import make
 
@@ -45,6 +55,7 @@ class VectorLLMEnv(VectorEnv):
         self.envs: list[LLMEnv] = [make(task_id, tokenizer=tokenizer, **make_kwargs) for _ in range(num_envs)]
         self.num_envs = num_envs
         self.group_size = group_size
+        self.autoreset = autoreset
         self.task_id = self.envs[0].task_id
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
@@ -142,8 +153,10 @@ class VectorLLMEnv(VectorEnv):
         return out
 
     def _due_for_reset(self) -> list[int]:
-        """Envs that ended on the previous step and whose whole group has ended."""
-        due = []
+        """Envs that ended on the previous step and whose whole group has ended (none without autoreset)."""
+        due: list[int] = []
+        if not self.autoreset:
+            return due
         for group in range(self.num_envs // self.group_size):
             members = range(group * self.group_size, (group + 1) * self.group_size)
             if all(self._ended[i] for i in members):
