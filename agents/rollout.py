@@ -1,77 +1,142 @@
-"""Run a policy on environments until every episode ends, and collect what happened.
+"""Play a policy on a batch of environments until every episode ends, and pack what learners need.
 
-`run_episodes` is the plain loop behind `llmenv rollout` and `llmenv demo`: reset a batch of
-environments with given seeds, generate for every live observation in one batched call, step,
-repeat while any episode is still running (so multi-turn environments work unchanged). It
-returns per-episode results with the exact trajectory. It does not compute losses.
+`rollout` steps a `VectorLLMEnv` (built with `autoreset=False`): each round generates for every
+live episode in one batched call and steps all of them, so single-turn and multi-turn tasks go
+through the same loop. It returns one `Episode` per environment with its exact trajectory and the
+sampling log-prob of every policy token. `to_batch` pads episodes into tensors: token ids,
+attention and loss masks (1 on policy tokens only), old log-probs, rewards, group ids and the mean
+of each verifier part. This module samples and packs; it computes no loss.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import gymnasium as gym
+import numpy as np
+import torch
 
 from llmenv.agents.policy import Policy, SamplingParams
 from llmenv.types import Task, Trajectory, Verdict
+from llmenv.vector import VectorLLMEnv
 
 
 @dataclass(frozen=True)
-class EpisodeResult:
+class Episode:
     """One finished episode."""
 
-    seed: int
+    seed: int | None
+    group: int
     task: Task
     prompt: str
     completions: tuple[str, ...]
-    reward: float
     verdicts: tuple[Verdict, ...]
     trajectory: Trajectory
+    logprobs: np.ndarray
+    """Sampling log-prob of each trajectory token (0 where loss_mask is 0)."""
     truncated: bool
+    """The episode hit max_turns / max_context_tokens."""
+    cut: bool
+    """The last action was cut at max_new_tokens (no stop token)."""
+
+    @property
+    def reward(self) -> float:
+        """The episode's return: the sum of its per-turn rewards."""
+        return self.trajectory.total_reward
 
 
-def run_episodes(
-    envs: Sequence[gym.Env], policy: Policy, sampling: SamplingParams, seeds: Sequence[int]
-) -> list[EpisodeResult]:
-    """Play one episode per (env, seed) pair with `policy`; results are in seed order."""
-    if len(envs) != len(seeds):
-        raise ValueError(f"need one seed per env, got {len(envs)} envs and {len(seeds)} seeds")
-    observations, live = [], list(range(len(envs)))
-    infos: list[dict[str, Any]] = []
-    for env, seed in zip(envs, seeds):
-        obs, info = env.reset(seed=seed)
-        observations.append(obs)
-        infos.append(info)
-    rewards = [0.0] * len(envs)
-    completions: list[list[str]] = [[] for _ in envs]
-    verdicts: list[list[Verdict]] = [[] for _ in envs]
-    truncated = [False] * len(envs)
-    while live:
-        generations = policy.generate([observations[i].tolist() for i in live], sampling)
-        still_live = []
-        for i, generation in zip(live, generations):
-            obs, reward, term, trunc, info = envs[i].step(generation.tokens)
-            rewards[i] += float(reward)
-            completions[i].append(info.get("completion", ""))
-            verdicts[i].append(info["verdict"])
-            observations[i] = obs
-            if term or trunc:
-                truncated[i] = bool(trunc)
-            else:
-                still_live.append(i)
-        live = still_live
-    return [
-        EpisodeResult(
-            seed=seeds[i],
-            task=infos[i]["task"],
-            prompt=infos[i]["text"],
-            completions=tuple(completions[i]),
-            reward=rewards[i],
-            verdicts=tuple(verdicts[i]),
-            trajectory=envs[i].unwrapped.trajectory,
-            truncated=truncated[i],
-        )
-        for i in range(len(envs))
+@dataclass(frozen=True)
+class RolloutBatch:
+    """Episodes padded to one length, as tensors (B rows, L tokens)."""
+
+    input_ids: torch.Tensor  # (B, L) long
+    attention_mask: torch.Tensor  # (B, L) long
+    loss_mask: torch.Tensor  # (B, L) float, 1 on policy tokens
+    old_logprobs: torch.Tensor  # (B, L) float, sampling log-probs on policy tokens
+    rewards: torch.Tensor  # (B,) float, episode returns
+    group_ids: torch.Tensor  # (B,) long
+    cut: torch.Tensor  # (B,) bool, last action cut at the token limit
+    parts: dict[str, float]
+    """Mean over episodes of each verifier part of the final verdict."""
+
+
+def rollout(env: VectorLLMEnv, policy: Policy, sampling: SamplingParams, *, seed: int | None = None) -> list[Episode]:
+    """Reset `env` with `seed` and play every episode to its end; one Episode per env, in env order."""
+    if env.autoreset:
+        raise ValueError("rollout needs VectorLLMEnv(..., autoreset=False) so ended episodes are not restarted")
+    observations, infos = env.reset(seed=seed)
+    n = env.num_envs
+    obs = list(observations)
+    first_infos = [
+        {"task": infos["task"][i], "text": infos["text"][i], "group": int(infos["group"][i])} for i in range(n)
     ]
+    live = list(range(n))
+    logprob_chunks: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(n)]
+    completions: list[list[str]] = [[] for _ in range(n)]
+    verdicts: list[list[Verdict]] = [[] for _ in range(n)]
+    truncated, cut = [False] * n, [False] * n
+    while live:
+        generations = policy.generate([obs[i].tolist() for i in live], sampling)
+        actions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n
+        for i, generation in zip(live, generations):
+            actions[i] = generation.tokens
+            logprob_chunks[i].append((len(obs[i]), generation.logprobs))
+            cut[i] = not generation.finished
+        new_obs, _, terminated, trunc, step_infos = env.step(actions)
+        for i in live:
+            obs[i] = new_obs[i]
+            completions[i].append(step_infos["completion"][i])
+            verdicts[i].append(step_infos["verdict"][i])
+            truncated[i] = bool(trunc[i])
+        live = [i for i in live if not (terminated[i] or trunc[i])]
+    episodes = []
+    for i in range(n):
+        trajectory = env.envs[i].trajectory
+        logprobs = np.zeros(len(trajectory.tokens), dtype=np.float32)
+        for start, chunk in logprob_chunks[i]:
+            logprobs[start : start + len(chunk)] = chunk
+        episodes.append(
+            Episode(
+                seed=None if seed is None else seed + i,
+                group=first_infos[i]["group"],
+                task=first_infos[i]["task"],
+                prompt=first_infos[i]["text"],
+                completions=tuple(completions[i]),
+                verdicts=tuple(verdicts[i]),
+                trajectory=trajectory,
+                logprobs=logprobs,
+                truncated=truncated[i],
+                cut=cut[i],
+            )
+        )
+    return episodes
+
+
+def to_batch(episodes: Sequence[Episode], pad_token_id: int) -> RolloutBatch:
+    """Right-pad episodes into a RolloutBatch."""
+    width = max(len(e.trajectory.tokens) for e in episodes)
+    rows = len(episodes)
+    input_ids = torch.full((rows, width), pad_token_id, dtype=torch.long)  # (B, L)
+    attention = torch.zeros((rows, width), dtype=torch.long)  # (B, L)
+    loss_mask = torch.zeros((rows, width), dtype=torch.float32)  # (B, L)
+    old_logprobs = torch.zeros((rows, width), dtype=torch.float32)  # (B, L)
+    for row, episode in enumerate(episodes):
+        length = len(episode.trajectory.tokens)
+        input_ids[row, :length] = torch.from_numpy(episode.trajectory.tokens)
+        attention[row, :length] = 1
+        loss_mask[row, :length] = torch.from_numpy(episode.trajectory.loss_mask.astype(np.float32))
+        old_logprobs[row, :length] = torch.from_numpy(episode.logprobs)
+    part_values: dict[str, list[float]] = {}
+    for episode in episodes:
+        for name, value in episode.verdicts[-1].parts.items():
+            part_values.setdefault(name, []).append(float(value))
+    return RolloutBatch(
+        input_ids=input_ids,
+        attention_mask=attention,
+        loss_mask=loss_mask,
+        old_logprobs=old_logprobs,
+        rewards=torch.tensor([e.reward for e in episodes], dtype=torch.float32),  # (B,)
+        group_ids=torch.tensor([e.group for e in episodes], dtype=torch.long),  # (B,)
+        cut=torch.tensor([e.cut for e in episodes], dtype=torch.bool),  # (B,)
+        parts={name: float(np.mean(values)) for name, values in part_values.items()},
+    )

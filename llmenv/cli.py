@@ -48,31 +48,40 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def rollout(
-    task_id: str, model_name: str, *, n: int, batch_size: int, max_new_tokens: int, temperature: float,
-    top_p: float, seed: int, params: dict[str, Any], system_prompt: str | None = None,
+    task_id: str,
+    model_name: str,
+    *,
+    n: int,
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    params: dict[str, Any],
+    system_prompt: str | None = None,
 ) -> list[Any]:
-    """Load the model, play `n` episodes of `task_id` in batches, return the EpisodeResults."""
+    """Load the model, play `n` episodes of `task_id` in batches, return the Episodes."""
     from rich.progress import Progress
 
-    import llmenv
     from llmenv.agents.policy import HFPolicy, SamplingParams
-    from llmenv.agents.rollout import run_episodes
+    from llmenv.agents.rollout import rollout as play
     from llmenv.models import load_model, load_tokenizer
+    from llmenv.vector import VectorLLMEnv
 
     with console.status(f"loading {model_name}"):
         tokenizer = load_tokenizer(model_name)
         model = load_model(model_name)
     extra = {"system_prompt": system_prompt} if system_prompt is not None else {}
-    envs = [llmenv.make(task_id, tokenizer=tokenizer, **params, **extra) for _ in range(min(batch_size, n))]
     policy = HFPolicy(model, tokenizer, batch_size=batch_size)
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     results = []
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task(f"rolling out {task_id}", total=n)
-        for start in range(0, n, len(envs)):
-            seeds = list(range(seed + start, seed + min(n, start + len(envs))))
-            results.extend(run_episodes(envs[: len(seeds)], policy, sampling, seeds))
-            progress.update(bar, advance=len(seeds))
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            env = VectorLLMEnv(task_id, size, tokenizer, autoreset=False, **params, **extra)
+            results.extend(play(env, policy, sampling, seed=seed + start))
+            progress.update(bar, advance=size)
     return results
 
 
@@ -96,20 +105,37 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     """Roll a model out on a task and report mean reward and accuracy."""
     started = time.perf_counter()
     results = rollout(
-        args.task, args.model, n=args.n, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, params=_parse_params(args.param),
+        args.task,
+        args.model,
+        n=args.n,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        params=_parse_params(args.param),
         system_prompt=args.system_prompt,
     )
     _report(results, show=args.show, elapsed=time.perf_counter() - started)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             for r in results:
-                fh.write(json.dumps({
-                    "seed": r.seed, "prompt": r.prompt, "answer": r.task.answer, "completions": list(r.completions),
-                    "reward": r.reward, "parts": [dict(v.parts) for v in r.verdicts],
-                    "errors": [v.error for v in r.verdicts], "tokens": r.trajectory.tokens.tolist(),
-                    "loss_mask": r.trajectory.loss_mask.tolist(),
-                }) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "seed": r.seed,
+                            "prompt": r.prompt,
+                            "answer": r.task.answer,
+                            "completions": list(r.completions),
+                            "reward": r.reward,
+                            "parts": [dict(v.parts) for v in r.verdicts],
+                            "errors": [v.error for v in r.verdicts],
+                            "tokens": r.trajectory.tokens.tolist(),
+                            "loss_mask": r.trajectory.loss_mask.tolist(),
+                        }
+                    )
+                    + "\n"
+                )
         console.print(f"wrote {len(results)} episodes to {args.out}")
     return 0
 
@@ -119,8 +145,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"[bold]llmenv demo[/]: {args.model} on llmenv/arith-v0 (1-digit operands, + and -), greedy")
     started = time.perf_counter()
     results = rollout(
-        "llmenv/arith-v0", args.model, n=args.n, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        temperature=0.0, top_p=1.0, seed=args.seed, params={"digits": 1, "ops": "+-"},
+        "llmenv/arith-v0",
+        args.model,
+        n=args.n,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=0.0,
+        top_p=1.0,
+        seed=args.seed,
+        params={"digits": 1, "ops": "+-"},
     )
     _report(results, show=args.show, elapsed=time.perf_counter() - started)
     return 0
