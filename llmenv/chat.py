@@ -55,6 +55,10 @@ class ChatCodec:
         backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         self._backend = backend
         self._layouts: dict[tuple[tuple[str, ...], bool], list[str] | None] = {}
+        self._heads: dict[tuple[tuple[str, ...], bool], tuple[str, list[int]] | None] = {}
+        self._special_texts = sorted(
+            {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}, key=len
+        )
         self.stop_token_ids = self._find_stop_tokens()
 
     # -- text <-> ids -------------------------------------------------------------------------
@@ -101,8 +105,22 @@ class ChatCodec:
 
     def encode(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> np.ndarray:
         """Token ids of `messages` rendered by the chat template, as a 1-D int64 array."""
-        return np.asarray(self.encode_text(self.render(messages, add_generation_prompt=add_generation_prompt)),
-                          dtype=np.int64)
+        return self.render_and_encode(messages, add_generation_prompt=add_generation_prompt)[1]
+
+    def render_and_encode(
+        self, messages: Sequence[Message], *, add_generation_prompt: bool = True
+    ) -> tuple[str, np.ndarray]:
+        """The rendered text and its token ids; a layout's constant head (system prompt, headers) is
+        tokenized once and reused, which halves the cost of a typical prompt."""
+        text = self.render(messages, add_generation_prompt=add_generation_prompt)
+        key = (tuple(m["role"] for m in messages), add_generation_prompt)
+        head = self._heads.get(key, ())
+        if head == ():
+            head = self._heads[key] = self._compile_head(key)
+        if head is None:
+            return text, np.asarray(self.encode_text(text), dtype=np.int64)
+        head_text, head_ids = head
+        return text, np.asarray(head_ids + self.encode_text(text[len(head_text) :]), dtype=np.int64)
 
     def continuation(
         self, history: Sequence[Message], new_messages: Sequence[Message], *, add_generation_prompt: bool = True
@@ -144,6 +162,31 @@ class ChatCodec:
         if fragments == ():
             fragments = self._layouts[key] = self._compile(roles, add_generation_prompt)
         return fragments
+
+    def _compile_head(self, key: tuple[tuple[str, ...], bool]) -> tuple[str, list[int]] | None:
+        """The layout's text up to the last special token before the first content, with its ids.
+
+        Tokenizers cut the input at special tokens before anything else, so ids(head + rest) equal
+        ids(head) + ids(rest) when head ends with one; this is checked on the probe renders too, and
+        the fast path is off for layouts (or tokenizers) where it does not hold.
+        """
+        fragments = self._fragments(*key)
+        if fragments is None or not self._special_texts:
+            return None
+        first = fragments[0]
+        cut = max((first.rfind(t) + len(t) for t in self._special_texts if t in first), default=-1)
+        if cut <= 0:
+            return None
+        head_text = first[:cut]
+        head_ids = self.encode_text(head_text)
+        for probe in _PROBES:
+            text = self.render_full(
+                [Message(role=r, content=probe.replace("@", str(i))) for i, r in enumerate(key[0])],
+                add_generation_prompt=key[1],
+            )
+            if self.encode_text(text) != head_ids + self.encode_text(text[cut:]):
+                return None
+        return head_text, head_ids
 
     def _compile(self, roles: tuple[str, ...], add_generation_prompt: bool) -> list[str] | None:
         """Split the template's output for `roles` into the text around each message's content."""

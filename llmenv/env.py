@@ -181,8 +181,7 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         self.task = self._choose_task(options or {})
         messages = self.prompt_messages(self.task)
-        text = self.codec.render(messages)
-        obs = np.asarray(self.codec.encode_text(text), dtype=np.int64)
+        text, obs = self.codec.render_and_encode(messages)
         self._episode = TokenEpisode(obs)
         self._done = False
         return obs, {"task_id": self.task_id, "task": self.task, "messages": messages, "text": text}
