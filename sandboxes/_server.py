@@ -1,0 +1,789 @@
+"""The warm fork server behind `LocalSandbox`: one long-lived process per worker, inside namespaces.
+
+Started by `local.py` as `python -I _server.py CONFIG_JSON` with its control pipes on stdin/stdout,
+it builds a read-only root (system paths and the Python install only), enters new user, mount, pid,
+net, ipc and uts namespaces, preloads modules, and then serves one run at a time: each run is a
+fork that unshares fresh namespaces of its own (tmpfs /tmp, /sandbox and /dev/shm, its own /proc,
+pid namespace and loopback-only network), drops capabilities, sets rlimits, installs a seccomp
+filter and runs the code. It must never hand anything but JSON and bytes back to the host, and no
+run may outlive its reply: a run's pid-namespace init is killed and reaped before the reply is sent.
+This file imports only the standard library and must stay importable without side effects.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import gc
+import json
+import os
+import platform
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Any, BinaryIO
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP = 0x10000000, 0x20000000, 0x40000000, 0x02000000
+NAMESPACE_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
+NAMESPACE_FLAGS |= CLONE_NEWCGROUP
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
+MS_REC, MS_PRIVATE, MNT_DETACH = 16384, 1 << 18, 2
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_SECCOMP = 1, 4, 24, 22
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 36, 38, 47, 4
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
+SANDBOX_UID = 1000  # the uid a run sees; mapped to the server's uid, which is never host root
+NOBODY = 65534
+WORKDIR = "/sandbox"
+OPEN_FILES = 256
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# Syscalls a run never needs and that widen the kernel attack surface (x86_64 numbers): EPERM.
+_DENIED_X86_64 = {
+    name: int(number)
+    for name, number in (
+        pair.split("=")
+        for pair in """
+    ptrace=101 syslog=103 vhangup=153 pivot_root=155 adjtimex=159 chroot=161 acct=163 settimeofday=164
+    mount=165 umount2=166 swapon=167 swapoff=168 reboot=169 sethostname=170 setdomainname=171 iopl=172
+    ioperm=173 init_module=175 delete_module=176 quotactl=179 lookup_dcookie=212 clock_settime=227
+    kexec_load=246 add_key=248 request_key=249 keyctl=250 unshare=272 perf_event_open=298 fanotify_init=300
+    name_to_handle_at=303 open_by_handle_at=304 clock_adjtime=305 setns=308 process_vm_readv=310
+    process_vm_writev=311 kcmp=312 finit_module=313 kexec_file_load=320 bpf=321 userfaultfd=323
+    io_uring_setup=425 io_uring_enter=426 io_uring_register=427 open_tree=428 move_mount=429 fsopen=430
+    fsconfig=431 fsmount=432 fspick=433 pidfd_getfd=438 mount_setattr=442 quotactl_fd=443
+    """.split()
+    )
+}
+_CLONE_X86_64, _CLONE3_X86_64, _AUDIT_ARCH_X86_64 = 56, 435, 0xC000003E
+
+
+class SetupError(RuntimeError):
+    """The server or a run could not be isolated as required."""
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) through libc (Python 3.11 has no os.unshare)."""
+    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    """mount(2) through libc."""
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    result = _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    _check(result, f"mount {source} on {target} ({fstype})")
+
+
+def prctl(option: int, arg: int = 0) -> int:
+    """prctl(2) with one argument; returns the raw result."""
+    return int(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)))
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _map_ids(inside: int, outside_uid: int, outside_gid: int) -> None:
+    """Map one uid/gid into the user namespace this process just created (setgroups denied first)."""
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{inside} {outside_uid} 1")
+    _write("/proc/self/gid_map", f"{inside} {outside_gid} 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing: 4-byte big-endian length + JSON header, then the blobs whose sizes the header lists.
+
+
+def write_frame(fd: int, header: dict[str, Any], blobs: tuple[bytes, ...] = ()) -> None:
+    """Send one frame (header JSON must list blob sizes itself when there are blobs)."""
+    data = json.dumps(header).encode()
+    payload = struct.pack("!I", len(data)) + data + b"".join(blobs)
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def read_exact(stream: BinaryIO, size: int) -> bytes:
+    """Read exactly size bytes or raise EOFError."""
+    data = stream.read(size) if size else b""
+    if len(data) != size:
+        raise EOFError("control pipe closed")
+    return data
+
+
+def read_frame(stream: BinaryIO) -> dict[str, Any]:
+    """Read one frame header."""
+    (size,) = struct.unpack("!I", read_exact(stream, 4))
+    header = json.loads(read_exact(stream, size))
+    if not isinstance(header, dict):
+        raise ValueError("frame header is not an object")
+    return header
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the server's view of the file system.
+
+
+def _python_dirs() -> list[str]:
+    """Directories the interpreter needs: install prefixes, the venv, the real binary's directory."""
+    candidates = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    candidates.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    dirs = sorted(os.path.realpath(d) for d in candidates if os.path.isdir(d))
+    for d in dirs:
+        if d == "/" or d in ("/tmp", WORKDIR) or d.startswith(("/tmp/", WORKDIR + "/", "/proc/", "/dev/")):
+            raise SetupError(f"cannot sandbox a Python installed under {d!r} (it would be hidden by a tmpfs)")
+    kept: list[str] = []
+    for d in dirs:  # sorted, so a parent comes before its children
+        if not any(d == k or d.startswith(k + "/") for k in kept):
+            kept.append(d)
+    return [d for d in kept if not d.startswith("/usr/") and d != "/usr"]
+
+
+def _bind_ro(source: str, target: str) -> None:
+    mount(source, target, None, MS_BIND | MS_REC)
+    # A read-only remount in a user namespace must keep the locked nosuid/nodev/noexec flags.
+    st = os.statvfs(source)
+    keep = st.f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | 1024 | 2048 | (1 << 21))  # + noatime/nodiratime/relatime
+    mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+
+
+def _make_target(source: str, target: str) -> None:
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.exists(target):
+            open(target, "wb").close()
+
+
+def _copy_or_bind(path: str, root: str) -> None:
+    """Recreate a host path inside root: symlinks as symlinks, files and dirs as read-only binds."""
+    target = root + path
+    if os.path.islink(path):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.symlink(os.readlink(path), target)
+    elif os.path.exists(path):
+        _make_target(path, target)
+        _bind_ro(path, target)
+
+
+_PASSWD = f"root:x:0:0:root:/:/bin/sh\nsandbox:x:{SANDBOX_UID}:{SANDBOX_UID}::{WORKDIR}:/bin/sh\n"
+_GROUP = f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\n"
+
+
+def build_root(root: str, network: bool) -> None:
+    """Mount a tmpfs at root and populate it with read-only system paths, a synthetic /etc and /dev."""
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m")
+    for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", *_python_dirs()):
+        _copy_or_bind(path, root)
+    os.makedirs(root + "/etc")
+    etc = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "mime.types"]
+    if network:
+        etc += ["resolv.conf", "hosts", "ssl", "ca-certificates", "nsswitch.conf", "gai.conf", "services", "protocols"]
+    for name in etc:
+        _copy_or_bind("/etc/" + name, root)
+    files = {"passwd": _PASSWD, "group": _GROUP, "hostname": "sandbox\n"}
+    if not network:
+        files |= {"hosts": "127.0.0.1 localhost\n::1 localhost\n", "nsswitch.conf": "hosts: files\n"}
+    for name, text in files.items():
+        if not os.path.lexists(f"{root}/etc/{name}"):
+            with open(f"{root}/etc/{name}", "w") as f:
+                f.write(text)
+    for name in ("null", "zero", "full", "random", "urandom"):
+        _make_target("/dev/" + name, f"{root}/dev/{name}")
+        mount("/dev/" + name, f"{root}/dev/{name}", None, MS_BIND)
+    for name, link in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
+        os.symlink(link, f"{root}/dev/{name}")
+    for d in ("/dev/shm", "/proc", "/tmp", WORKDIR):
+        os.makedirs(root + d, exist_ok=True)
+    os.chmod(root + "/tmp", 0o1777)
+    # A proc mount must already be fully visible in this mount namespace for the pid-namespace
+    # init to mount its own later; mount one now (it is covered by the server's own right after).
+    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def pivot_into(root: str) -> None:
+    """Make root the file-system root and detach everything else (pivot_root(".", ".") idiom)."""
+    if SYS_PIVOT_ROOT is None:
+        raise SetupError(f"pivot_root syscall number unknown for {platform.machine()}")
+    os.chdir(root)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", MNT_DETACH), "umount old root")
+    os.chdir("/")
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def enter_namespaces(network: bool) -> bool:
+    """Enter user/mount/pid/net/ipc/uts namespaces (pid applies to children); True if the root view is built."""
+    others = CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
+    if os.geteuid() == 0:
+        # Real root builds the root view with real privileges (it can read the Python install even
+        # where that lives under /root), then becomes nobody so that RLIMIT_NPROC applies to runs.
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        build_root("/tmp", network)
+        pivot_into("/tmp")
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        prctl(PR_SET_DUMPABLE, 1)  # else /proc/self/uid_map is root's and unwritable
+        unshare(CLONE_NEWUSER | CLONE_NEWNS | others)
+        _map_ids(0, NOBODY, NOBODY)
+        return True
+    # Without real privileges, proc can only be mounted by a process in a pid namespace this user
+    # namespace owns: the root view is built by the child, the new pid namespace's init.
+    uid, gid = os.geteuid(), os.getegid()
+    unshare(CLONE_NEWUSER | CLONE_NEWNS)
+    _map_ids(0, uid, gid)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    unshare(others)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-run hardening inside the run's namespaces.
+
+
+def seccomp_program() -> bytes:
+    """A BPF filter: EPERM for denied syscalls and namespace-creating clone, ENOSYS for clone3 and non-x86_64 ABIs."""
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+    ins: list[tuple[int, int, int, int]] = [
+        (ld, 0, 0, 4),  # arch
+        (jeq, 1, 0, _AUDIT_ARCH_X86_64),
+        (ret, 0, 0, enosys),
+        (ld, 0, 0, 0),  # nr
+        (jge, 0, 1, 0x40000000),  # x32 ABI
+        (ret, 0, 0, enosys),
+        (jeq, 0, 1, _CLONE3_X86_64),
+        (ret, 0, 0, enosys),  # libc falls back to clone, whose flags we can inspect
+    ]
+    for nr in _DENIED_X86_64.values():
+        ins += [(jeq, 0, 1, nr), (ret, 0, 0, eperm)]
+    ins += [
+        (jeq, 0, 3, _CLONE_X86_64),
+        (ld, 0, 0, 16),  # low 32 bits of args[0]: the clone flags
+        (jset, 0, 1, NAMESPACE_FLAGS),
+        (ret, 0, 0, eperm),
+        (ret, 0, 0, allow),
+    ]
+    return b"".join(struct.pack("HBBI", *i) for i in ins)
+
+
+def install_seccomp(program: bytes) -> None:
+    """Load a BPF program as this thread-group's seccomp filter (no_new_privs set first)."""
+    buf = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HxxxxxxP", len(program) // 8, ctypes.addressof(buf))
+    fbuf = ctypes.create_string_buffer(fprog)
+    _check(prctl(PR_SET_NO_NEW_PRIVS, 1), "prctl(NO_NEW_PRIVS)")
+    _check(_libc.prctl(PR_SET_SECCOMP, 2, fbuf, 0, 0), "prctl(PR_SET_SECCOMP)")  # SECCOMP_MODE_FILTER
+
+
+def drop_capabilities() -> None:
+    """Empty the bounding, ambient, effective, permitted and inheritable capability sets."""
+    for cap in range(64):
+        if prctl(PR_CAPBSET_DROP, cap) != 0:
+            break
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    _check(_libc.capset(ctypes.create_string_buffer(header), ctypes.create_string_buffer(24)), "capset")
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", 0x1 | 0x8 | 0x40))  # SIOCSIFFLAGS UP|LOOPBACK|RUNNING
+
+
+# ---------------------------------------------------------------------------------------------
+# The server.
+
+
+class Server:
+    """Serves runs one at a time over the control pipes."""
+
+    def __init__(self, config: dict[str, Any], ctl_in: BinaryIO, ctl_out: int) -> None:
+        self.unsafe: bool = bool(config.get("unsafe"))
+        self.network: bool = bool(config.get("network"))
+        bin_dir = os.path.realpath(os.path.dirname(sys.executable))
+        self.path_env = f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"
+        self.ctl_in, self.ctl_out = ctl_in, ctl_out
+        self.seccomp = b""
+        self.tmp_root = config.get("tmp_root") or "/tmp"
+
+    def setup_inside(self, preload: list[str], root_built: bool) -> dict[str, Any]:
+        """Finish setup as the pid-namespace init (or plain process in unsafe mode); report features."""
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        features: dict[str, Any] = {}
+        if not self.unsafe:
+            if root_built:  # cover the host-pid proc with this pid namespace's own
+                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            else:
+                build_root("/tmp", self.network)
+                pivot_into("/tmp")
+            _libc.sethostname(b"sandbox", 7)
+            if platform.machine() == "x86_64":
+                self.seccomp = seccomp_program()
+                features["seccomp"] = self._probe(lambda: install_seccomp(self.seccomp))
+                if not features["seccomp"]:
+                    self.seccomp = b""
+        for name in preload:
+            try:
+                __import__(name)
+            except Exception as exc:  # a missing optional module must not stop the server
+                features.setdefault("preload_failed", []).append(f"{name}: {exc}")
+        gc.freeze()  # keeps the collector off the preloaded heap in every fork (no copy-on-write storms)
+        return features
+
+    @staticmethod
+    def _probe(action: Any) -> bool:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                action()
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        return os.waitpid(pid, 0)[1] == 0
+
+    def serve(self) -> None:
+        """Answer requests until the host closes the control pipe."""
+        while True:
+            try:
+                header = read_frame(self.ctl_in)
+            except EOFError:
+                return
+            files = {path: read_exact(self.ctl_in, size) for path, size in header["files"]}
+            stdin = read_exact(self.ctl_in, header["stdin_size"])
+            try:
+                reply, out, err = self.run(header, files, stdin)
+            except Exception as exc:
+                reply, out, err = {"error": f"{type(exc).__name__}: {exc}"}, b"", b""
+            reply["stdout_size"], reply["stderr_size"] = len(out), len(err)
+            write_frame(self.ctl_out, reply, (out, err))
+
+    def run(self, header: dict[str, Any], files: dict[str, bytes], stdin: bytes) -> tuple[dict[str, Any], bytes, bytes]:
+        """Run one program; return the reply header, stdout and stderr (each cut at the output cap)."""
+        limits = header["limits"]
+        stdin_fd = os.memfd_create("stdin")
+        os.write(stdin_fd, stdin)
+        os.lseek(stdin_fd, 0, os.SEEK_SET)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        st_r, st_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(out_w, True)
+        os.set_blocking(err_w, True)
+        workdir = tmpdir = ""
+        if self.unsafe:
+            import tempfile
+
+            workdir = tempfile.mkdtemp(prefix="llmenv-run-", dir=self.tmp_root)
+            tmpdir = tempfile.mkdtemp(prefix="llmenv-tmp-", dir=self.tmp_root)
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                os.close(out_r), os.close(err_r), os.close(st_r)
+                if self.unsafe:
+                    os.setsid()
+                    self._exec_user(header, files, limits, stdin_fd, out_w, err_w, workdir, tmpdir)
+                else:
+                    self._run_namespaced(header, files, limits, stdin_fd, out_w, err_w, st_w)
+            except BaseException as exc:
+                try:
+                    os.write(st_w, (json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
+                finally:
+                    os._exit(code)
+            os._exit(code)
+        for fd in (stdin_fd, out_w, err_w, st_w):
+            os.close(fd)
+        try:
+            return self._supervise(pid, start, limits, out_r, err_r, st_r)
+        finally:
+            self._reap_all()
+            if self.unsafe:
+                import shutil
+
+                shutil.rmtree(workdir, ignore_errors=True)
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _supervise(
+        self, child: int, start: float, limits: dict[str, Any], out_r: int, err_r: int, st_r: int
+    ) -> tuple[dict[str, Any], bytes, bytes]:
+        """Collect output until the run ends or its deadline passes; then kill and reap every process of it."""
+        cap = int(limits["max_output_bytes"])
+        deadline = start + float(limits["wall_time_s"])
+        buffers = {out_r: bytearray(), err_r: bytearray()}
+        truncated = timed_out = done = False
+        messages: list[dict[str, Any]] = []
+        pending = bytearray()
+        # The end of a run: the init's status pipe closes (namespaces) or the program's pidfd fires (unsafe).
+        done_fd = os.pidfd_open(child) if self.unsafe else st_r
+        poller = select.poll()
+        open_fds = {out_r, err_r}
+        for fd in (out_r, err_r, done_fd):
+            poller.register(fd, select.POLLIN)
+
+        def drain(fd: int) -> bool:
+            nonlocal truncated
+            data = os.read(fd, 65536)
+            if data:
+                buf = buffers[fd]
+                if len(buf) + len(data) > cap:
+                    truncated = True
+                buf += data[: max(0, cap - len(buf))]  # past the cap, keep reading and discard
+                return True
+            if fd in open_fds:
+                open_fds.discard(fd)
+                poller.unregister(fd)
+            return False
+
+        while not done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            for fd, _ in poller.poll(int(left * 1000) + 1):
+                if fd == done_fd and self.unsafe:
+                    done = True
+                elif fd == st_r:
+                    data = os.read(st_r, 4096)
+                    done = done or not data
+                    pending += data
+                    while b"\n" in pending:
+                        line, _, rest = bytes(pending).partition(b"\n")
+                        pending[:] = rest
+                        messages.append(json.loads(line))
+                elif fd in buffers:
+                    drain(fd)
+        status: int | None = None
+        if self.unsafe:
+            self._kill_group(child)
+            status = os.waitpid(child, 0)[1]
+            os.close(done_fd)
+        else:
+            inits = [int(m["init"]) for m in messages if "init" in m][:1]
+            for pid in (*inits, child):
+                self._kill(pid)  # killing a pid-namespace init kills everything in that namespace
+            statuses = [int(m["status"]) for m in messages if "status" in m]
+            status = statuses[0] if statuses and not timed_out else None
+        self._reap_all()  # returns once the run's namespace is gone, so its pipes are closed for good
+        for fd in buffers:
+            os.set_blocking(fd, True)
+            while drain(fd):
+                pass
+        for fd in (out_r, err_r, st_r):
+            os.close(fd)
+        reply: dict[str, Any] = {
+            "duration_s": time.monotonic() - start,
+            "timed_out": timed_out,
+            "output_truncated": truncated,
+            "status": status,
+        }
+        errors = [str(m["error"]) for m in messages if "error" in m]
+        if errors and status is None and not timed_out:
+            reply["error"] = errors[0]
+        return reply, bytes(buffers[out_r]), bytes(buffers[err_r])
+
+    @staticmethod
+    def _kill(pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def _kill_group(pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _reap_all(self) -> None:
+        """Kill and reap every remaining child (orphans come to us: this process is a subreaper)."""
+        me = os.getpid()
+        while True:
+            try:
+                with open(f"/proc/{me}/task/{me}/children") as f:
+                    children = [int(p) for p in f.read().split()]
+            except OSError:
+                children = []
+            for pid in children:
+                self._kill(pid)
+            try:
+                pid, _ = os.waitpid(-1, 0 if children else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not children and pid == 0:
+                time.sleep(0.001)
+
+    # --- inside the run -------------------------------------------------------------------------
+
+    def _run_namespaced(
+        self,
+        header: dict[str, Any],
+        files: dict[str, bytes],
+        limits: dict[str, Any],
+        stdin_fd: int,
+        out_w: int,
+        err_w: int,
+        st_w: int,
+    ) -> None:
+        """The namespaces' creator: fresh user/mount/pid/net/ipc/uts namespaces, scratch mounts, then the init."""
+        flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+        unshare(flags | (0 if self.network else CLONE_NEWNET))
+        _map_ids(SANDBOX_UID, 0, 0)
+        size_mb = int(limits["max_file_mb"])
+        opts = f"size={size_mb}m,nr_inodes=4096,uid={SANDBOX_UID},gid={SANDBOX_UID}"
+        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts + ",mode=1777")
+        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts + ",mode=1777")
+        total_mb = sum(len(c) for c in files.values()) // (1 << 20) + 1
+        mount("tmpfs", WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV, f"{opts},mode=0755,size={size_mb + total_mb}m")
+        _write_files(WORKDIR, files)
+        if not self.network:
+            _loopback_up()
+        go_r, go_w = os.pipe()
+        init = os.fork()
+        if init == 0:
+            os.close(go_w)
+            self._init(header, files, limits, stdin_fd, out_w, err_w, st_w, go_r)
+        os.write(st_w, (json.dumps({"init": init}) + "\n").encode())
+        os.write(go_w, b"g")
+        os._exit(0)
+
+    def _init(
+        self,
+        header: dict[str, Any],
+        files: dict[str, bytes],
+        limits: dict[str, Any],
+        stdin_fd: int,
+        out_w: int,
+        err_w: int,
+        st_w: int,
+        go_r: int,
+    ) -> None:
+        """pid 1 of the run: mounts /proc, starts the program, reaps orphans, reports the program's status."""
+        prctl(PR_SET_DUMPABLE, 0)  # the program may not open our status pipe through /proc/1/fd
+        for sig in range(1, signal.NSIG):
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        _close_all_but(stdin_fd, out_w, err_w, st_w, go_r)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        os.read(go_r, 1)
+        os.close(go_r)
+        program = os.fork()
+        if program == 0:
+            os.close(st_w)
+            self._exec_user(header, files, limits, stdin_fd, out_w, err_w, WORKDIR, "/tmp")
+        for fd in (stdin_fd, out_w, err_w):
+            os.close(fd)
+        while True:
+            pid, status = os.waitpid(-1, 0)
+            if pid == program:
+                os.write(st_w, (json.dumps({"status": status}) + "\n").encode())
+                os._exit(0)
+
+    def _exec_user(
+        self,
+        header: dict[str, Any],
+        files: dict[str, bytes],
+        limits: dict[str, Any],
+        stdin_fd: int,
+        out_w: int,
+        err_w: int,
+        workdir: str,
+        tmpdir: str,
+    ) -> None:
+        """The program's process: stdio, cwd, env, rlimits, no capabilities, seccomp; then exec or run Python."""
+        os.dup2(stdin_fd, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.closerange(3, 1 << 16)
+        if self.unsafe:
+            _write_files(workdir, files)
+        os.chdir(workdir)
+        os.umask(0o022)
+        env = {
+            "PATH": self.path_env,
+            "HOME": workdir,
+            "TMPDIR": tmpdir,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "USER": "sandbox",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        os.environ.clear()
+        os.environ.update(env)
+        mem = int(limits["memory_mb"]) << 20
+        cpu = int(limits["cpu_s"])
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        fsize = int(limits["max_file_mb"]) << 20
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if not self.unsafe:
+            # counted per uid in this run's own user namespace: the init, this process, and its children
+            nproc = int(limits["max_processes"]) + 2
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            drop_capabilities()
+            if self.seccomp:
+                install_seccomp(self.seccomp)
+        else:
+            prctl(PR_SET_NO_NEW_PRIVS, 1)
+        cmd = header.get("cmd")
+        if cmd:
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            try:
+                os.execvpe(cmd[0], cmd, env)
+            except OSError as exc:
+                os.write(2, f"sandbox: cannot run {cmd[0]!r}: {exc.strerror}\n".encode())
+                os._exit(127)
+        # The signal dispositions python3 starts with (the init reset everything to the default).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        _run_python_main(os.path.join(workdir, "main.py"), workdir)
+
+
+def _close_all_but(*keep: int) -> None:
+    low = 0
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def _write_files(root: str, files: dict[str, bytes]) -> None:
+    for path, content in files.items():
+        target = os.path.join(root, path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(content)
+        os.chmod(target, 0o755 if content.startswith(b"#!") else 0o644)
+
+
+def _run_python_main(path: str, workdir: str) -> None:
+    """Run path as __main__ in this (forked, warm) interpreter, then exit the way python3 would."""
+    import atexit
+    import builtins
+    import io
+    import threading
+    import traceback
+    import types
+
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8"
+    )
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+    )
+    sys.argv = [os.path.basename(path)]
+    sys.path[0:0] = [workdir]
+    main = types.ModuleType("__main__")
+    main.__dict__.update({"__file__": path, "__builtins__": builtins, "__cached__": None})
+    sys.modules["__main__"] = main
+    code = 0
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+        exec(compile(source, path, "exec"), main.__dict__)
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code & 0xFF
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException as exc:  # printed as python3 would, without this function's frame
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
+        code = 1
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads as python3 does
+        atexit._run_exitfuncs()
+    except BaseException:
+        traceback.print_exc()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            code = code or 120
+    os._exit(code)
+
+
+def main() -> None:
+    """Entry point: become isolated, report readiness (or why not), then serve."""
+    config = json.loads(sys.argv[1])
+    # Control pipes move to high fds; 0/1/2 become /dev/null so nothing stray reaches the host.
+    ctl_in_fd, ctl_out = os.dup(0), os.dup(1)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    ctl_in = os.fdopen(ctl_in_fd, "rb", buffering=1 << 16)
+    server = Server(config, ctl_in, ctl_out)
+    root_built = False
+    try:
+        if not server.unsafe:
+            root_built = enter_namespaces(server.network)
+    except Exception as exc:
+        write_frame(ctl_out, {"error": f"cannot isolate the sandbox server: {exc}"})
+        os._exit(1)
+    if not server.unsafe:
+        # This process stays outside the new pid namespace; its child is that namespace's init.
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid:
+            os.close(go_r)
+            write_frame(ctl_out, {"server_pid": pid})
+            os.close(go_w)
+            ctl_in.close()
+            os.close(ctl_out)
+            status = os.waitpid(pid, 0)[1]
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        os.close(go_w)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.read(go_r, 1)
+        os.close(go_r)
+    else:
+        write_frame(ctl_out, {"server_pid": os.getpid()})
+    try:
+        features = server.setup_inside(list(config.get("preload", ())), root_built)
+    except Exception as exc:
+        write_frame(ctl_out, {"error": f"cannot isolate the sandbox server: {exc}"})
+        os._exit(1)
+    write_frame(ctl_out, {"ready": True, **features})
+    server.serve()
+    server._reap_all()
+
+
+if __name__ == "__main__":
+    main()

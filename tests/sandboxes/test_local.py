@@ -1,0 +1,405 @@
+"""LocalSandbox: one hostile program per threat, each checked for containment on the host side."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from llmenv.sandboxes import LocalSandbox, Sandbox, SandboxError, SandboxUnavailableError, default_sandbox
+from llmenv.sandboxes import local as local_module
+from llmenv.sandboxes.base import Limits
+
+REPO = Path(__file__).resolve().parents[2]
+NO_NAMESPACES = local_module.namespace_support()
+needs_namespaces = pytest.mark.skipif(NO_NAMESPACES is not None, reason=f"no namespaces here: {NO_NAMESPACES}")
+
+
+@pytest.fixture(scope="module")
+def sb():
+    """A shared two-worker sandbox; skips where this host cannot isolate (the reason is in the skip)."""
+    if NO_NAMESPACES is not None:
+        pytest.skip(f"no namespaces here: {NO_NAMESPACES}")
+    with LocalSandbox(workers=2) as sandbox:
+        try:
+            sandbox.run("pass")
+        except SandboxUnavailableError as exc:
+            pytest.skip(str(exc))
+        yield sandbox
+
+
+def host_pids_with(marker: str) -> list[int]:
+    """Host processes whose command line contains marker (a psutil-free /proc scan)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def host_process_count() -> int:
+    return sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+
+
+# --- plain behaviour ---------------------------------------------------------------------------
+
+
+def test_protocol_and_results(sb):
+    assert isinstance(sb, Sandbox)
+    r = sb.run("print('hello')")
+    assert (r.stdout, r.stderr, r.exit_code, r.ok, r.signal) == ("hello\n", "", 0, True, None)
+    r = sb.run("import sys; print('bye', file=sys.stderr); sys.exit(3)")
+    assert (r.exit_code, r.stderr, r.ok) == (3, "bye\n", False)
+    r = sb.run("def f():\n    raise ValueError('boom')\nf()")
+    assert r.exit_code == 1 and "ValueError: boom" in r.stderr and 'File "/sandbox/main.py", line 2' in r.stderr
+    assert r.stderr.count('File "') == 2  # no frame of the sandbox's own code
+    assert "SyntaxError" in sb.run("def (").stderr
+    r = sb.run("import os; os.abort()")
+    assert (r.exit_code, r.signal, r.timed_out) == (None, signal.SIGABRT, False)
+
+
+def test_stdin_and_files_with_cmd(sb):
+    assert sb.run("print(input()[::-1])", stdin="abc\n").stdout == "cba\n"
+    files = {
+        "main.py": "import helper, sys\nprint(helper.twice(sys.stdin.read()))\nsys.exit(4)",
+        "helper.py": "def twice(s):\n    return s * 2\n",
+        "data/x.bin": b"\x00\x01",
+    }
+    r = sb.run(files, cmd=["python3", "main.py"], stdin=b"ab")
+    assert (r.stdout, r.exit_code) == ("abab\n", 4)
+    r = sb.run({"x.sh": "cat; echo $HOME $PWD"}, cmd=["sh", "x.sh"], stdin="in\n")
+    assert r.stdout == "in\n/sandbox /sandbox\n"
+    assert sb.run({}, cmd=["no-such-program"]).exit_code == 127
+
+
+@needs_namespaces
+def test_default_sandbox_is_shared(sb):
+    assert default_sandbox() is default_sandbox()
+    assert default_sandbox().run("print(2 + 2)").stdout == "4\n"
+
+
+# --- time, processes, memory, output, files -----------------------------------------------------
+
+
+def test_infinite_loop_is_killed_at_the_wall_clock(sb):
+    t = time.monotonic()
+    r = sb.run("while True:\n    pass", limits=Limits(wall_time_s=1.0))
+    assert r.timed_out and r.signal == signal.SIGKILL and r.exit_code is None
+    assert 1.0 <= r.duration_s < 2.0 and time.monotonic() - t < 3.0
+
+
+def test_cpu_time_limit(sb):
+    r = sb.run("while True:\n    pass", limits=Limits(wall_time_s=10.0, cpu_time_s=1))
+    assert r.timed_out and r.signal == signal.SIGXCPU and r.duration_s < 4.0
+
+
+def test_fork_bomb_is_bounded_and_leaves_nothing(sb):
+    before = host_process_count()
+    code = (
+        "import os, time\nn = 0\n"
+        "while True:\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+        "    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    n += 1\n"
+        "print(n)\n"
+    )
+    r = sb.run(code, limits=Limits(wall_time_s=5.0, max_processes=16))
+    assert r.exit_code == 0 and 0 < int(r.stdout) <= 16
+    t = time.monotonic()
+    r = sb.run(
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        limits=Limits(wall_time_s=1.5, max_processes=32),
+    )
+    assert r.timed_out and time.monotonic() - t < 4.0
+    assert host_process_count() <= before + 5
+
+
+def test_double_forked_sigterm_ignoring_daemon_does_not_survive(sb):
+    marker = f"llmenv-daemon-{uuid.uuid4().hex}"
+    code = (
+        "import os, signal, shutil\n"
+        "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"        os.execv(shutil.which('sleep'), [{marker!r}, '1000'])\n"
+        "    os._exit(0)\n"
+        "import time\ntime.sleep(0.3)\nprint('parent done')\n"
+    )
+    r = sb.run(code)
+    assert r.stdout == "parent done\n"
+    assert host_pids_with(marker) == []
+    # and when the program itself runs past its deadline
+    r = sb.run(code + "time.sleep(100)", limits=Limits(wall_time_s=1.0))
+    assert r.timed_out and host_pids_with(marker) == []
+
+
+def test_memory_hog(sb):
+    r = sb.run("x = bytearray(10 * 1024**3)")
+    assert r.memory_exceeded and r.exit_code == 1 and not r.timed_out
+    r = sb.run("chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024**2))", limits=Limits(memory_mb=256))
+    assert r.memory_exceeded and r.duration_s < 5
+
+
+def test_output_flood_is_cut_without_hanging(sb):
+    t = time.monotonic()
+    r = sb.run(
+        "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)",
+        limits=Limits(wall_time_s=1.0, max_output_bytes=100_000),
+    )
+    assert r.timed_out and r.output_truncated and len(r.stdout) == 100_000 and time.monotonic() - t < 3.0
+    r = sb.run(
+        "import sys\nsys.stdout.write('y' * 10_000_000)\nsys.stderr.write('e' * 10)",
+        limits=Limits(max_output_bytes=1000),
+    )
+    assert r.exit_code == 0 and r.output_truncated and r.stdout == "y" * 1000 and r.stderr == "e" * 10
+    r = sb.run({}, cmd=["sh", "-c", "yes | head -c 50000000; echo done >&2"], limits=Limits(max_output_bytes=10))
+    assert r.exit_code == 0 and len(r.stdout) == 10 and r.stderr == "done\n"
+
+
+def test_file_size_limit(sb):
+    r = sb.run("open('big', 'wb').write(b'0' * (20 * 1024**2))", limits=Limits(max_file_mb=8))
+    assert r.exit_code == 1 and "File too large" in r.stderr
+    r = sb.run({}, cmd=["sh", "-c", "head -c 20000000 /dev/zero > /tmp/big"], limits=Limits(max_file_mb=8))
+    assert r.exit_code != 0 or r.signal == signal.SIGXFSZ
+
+
+def test_nothing_written_survives(sb):
+    name = f"llmenv-persist-{uuid.uuid4().hex}"
+    write = (
+        f"for d in ('/tmp', '/dev/shm', '.'):\n    open(d + '/{name}', 'w').write('x')\n"
+        "import os\nprint(sorted(os.listdir('.')))"
+    )
+    assert name in sb.run(write).stdout
+    for _ in range(3):  # whichever warm server answers
+        r = sb.run(f"import os\nprint([os.path.exists(d + '/{name}') for d in ('/tmp', '/dev/shm', '.')])")
+        assert r.stdout == "[False, False, False]\n"
+    assert not os.path.exists(f"/tmp/{name}") and not os.path.exists(f"/dev/shm/{name}")
+    r = sb.run("open('/usr/x', 'w')")
+    assert r.exit_code == 1 and "Read-only file system" in r.stderr
+
+
+# --- visibility of the host ---------------------------------------------------------------------
+
+
+def test_host_files_are_invisible(sb, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    probe = (
+        "import os\n"
+        f"paths = [{str(secret)!r}, {str(REPO / 'README.md')!r}, {str(REPO / 'pyproject.toml')!r}, '/etc/shadow', "
+        "'/home', '/var', '/sys', '/proc/1/root/work']\n"
+        "print([p for p in paths if os.path.exists(p)])\n"
+        "print(sorted(os.listdir('/root')) if os.path.isdir('/root') else 'no /root')\n"
+        "print(open('/proc/1/cmdline', 'rb').read())\n"
+    )
+    r = sb.run(probe)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "[]", r.stdout
+    host_root = sorted(os.listdir("/root"))
+    assert lines[1] in ("no /root", "[]", "['.pyenv']") and (len(host_root) > 1 or lines[1] != str(host_root))
+    assert b"pytest" not in lines[2].encode()
+
+
+def test_environment_is_scrubbed(sb, monkeypatch):
+    monkeypatch.setenv("LLMENV_SECRET", "topsecret")
+    with LocalSandbox(workers=1) as fresh:
+        for box in (sb, fresh):
+            r = box.run(
+                "import os\nprint(sorted(os.environ))\n"
+                "print(open('/proc/self/environ').read() + open('/proc/1/environ').read())"
+            )
+            assert "LLMENV_SECRET" not in r.stdout and "topsecret" not in r.stdout
+            assert r.stdout.splitlines()[0] == str(
+                sorted(["PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "USER", "PYTHONDONTWRITEBYTECODE"])
+            )
+
+
+def test_no_network(sb):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    accepted = []
+
+    def accept() -> None:
+        try:
+            accepted.append(server.accept())
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    code = (
+        "import socket\nout = []\n"
+        f"for addr in [('127.0.0.1', {port}), ('1.1.1.1', 53), ('10.0.0.1', 80)]:\n"
+        "    try:\n        socket.create_connection(addr, timeout=1).close()\n        out.append('connected')\n"
+        "    except OSError as e:\n        out.append(type(e).__name__)\n"
+        "try:\n    socket.getaddrinfo('pypi.org', 443)\n    out.append('resolved')\n"
+        "except OSError as e:\n    out.append('no dns')\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "socket.create_connection(s.getsockname()).close()\nout.append('own loopback ok')\n"
+        "print(out)\n"
+    )
+    r = sb.run(code, limits=Limits(wall_time_s=5))
+    thread.join()
+    server.close()
+    assert "connected" not in r.stdout and "resolved" not in r.stdout and "own loopback ok" in r.stdout, r
+    assert accepted == []
+
+
+def test_network_true_shares_the_host_network(sb):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    r = sb.run(
+        f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).close()\nprint('ok')",
+        limits=Limits(network=True),
+    )
+    server.close()
+    assert r.stdout == "ok\n"
+
+
+# --- attacks on the sandbox itself --------------------------------------------------------------
+
+
+def test_killing_parent_and_everything_is_contained(sb):
+    for code in (
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint('alive')",
+        "import os, signal, time\nif os.fork() == 0:\n    time.sleep(10)\nos.kill(-1, signal.SIGKILL)\nos.wait()\n"
+        "print('alive')",
+        "import os, signal\nos.kill(1, signal.SIGTERM)\nos.kill(1, signal.SIGKILL)\nprint('alive')",
+    ):
+        r = sb.run(code)
+        assert r.stdout == "alive\n", r
+    assert sb.run("print('still fine')").stdout == "still fine\n"
+
+
+def test_shell_escapes_cannot_touch_the_host(sb):
+    target = REPO / f"pwned-{uuid.uuid4().hex}"
+    cmd = f"echo hi > {target}"
+    code = (
+        "import os, subprocess, posix\n"
+        f"print(posix.system({cmd!r}))\n"
+        f"print(subprocess.run(['sh', '-c', {cmd!r}]).returncode)\n"
+        f"pid = os.posix_spawn('/bin/sh', ['sh', '-c', {cmd!r}], {{}})\nprint(os.waitpid(pid, 0)[1])\n"
+    )
+    try:
+        r = sb.run(code)
+        assert r.exit_code == 0 and len(r.stdout.split()) == 3 and "0" not in r.stdout.split(), r
+        assert not target.exists()
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_privileged_operations_are_denied(sb):
+    code = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "status = open('/proc/self/status').read()\n"
+        "print([line.split()[1] for line in status.splitlines() if line.startswith(('CapEff', 'CapBnd'))])\n"
+        "print(libc.unshare(0x10000000), ctypes.get_errno())\n"
+        "print(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None), ctypes.get_errno())\n"
+        "print(libc.ptrace(16, 1, None, None), ctypes.get_errno())\n"
+    )
+    r = sb.run(code)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "['0000000000000000', '0000000000000000']"
+    assert all(line.startswith("-1 ") for line in lines[1:]), r.stdout
+
+
+# --- the pool -----------------------------------------------------------------------------------
+
+
+def test_concurrent_runs_return_their_own_output(sb):
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        for i in range(10):
+            r = sb.run(f"import sys\nprint({k} * 100 + int(sys.stdin.read()))", stdin=str(i))
+            if r.stdout != f"{k * 100 + i}\n":
+                errors.append(repr(r))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_dead_or_wedged_server_is_replaced(sb, monkeypatch):
+    monkeypatch.setattr(local_module, "REPLY_GRACE_S", 1.0)
+    with LocalSandbox(workers=1) as box:
+        assert box.run("print(1)").stdout == "1\n"
+        (worker,) = box._idle[False]
+        os.kill(worker.server_pid, signal.SIGKILL)
+        worker.proc.wait(timeout=5)
+        assert box.run("print(2)").stdout == "2\n"  # restarted transparently
+        (worker,) = box._idle[False]
+        os.kill(worker.server_pid, signal.SIGSTOP)
+        t = time.monotonic()
+        with pytest.raises(SandboxError, match="killed and will be restarted"):
+            box.run("print(3)", limits=Limits(wall_time_s=0.5))
+        assert time.monotonic() - t < 5
+        assert box.run("print(4)").stdout == "4\n"
+    with pytest.raises(SandboxError, match="closed"):
+        box.run("print(5)")
+
+
+# --- degraded modes -----------------------------------------------------------------------------
+
+
+def test_missing_namespaces_give_a_clear_error(monkeypatch):
+    monkeypatch.setattr(local_module, "namespace_support", lambda: "user namespaces are disabled: sysctl x=0")
+    with pytest.raises(SandboxUnavailableError, match="user namespaces are disabled.*unsafe_no_namespaces"):
+        LocalSandbox()
+
+
+def test_unsafe_mode_for_trusted_code(tmp_path):
+    marker = f"llmenv-unsafe-{uuid.uuid4().hex}"
+    with LocalSandbox(workers=1, unsafe_no_namespaces=True) as box:
+        r = box.run("import os\nprint(os.getcwd() != os.environ['TMPDIR'], 'LLMENV' in ''.join(os.environ))")
+        assert r.stdout == "True False\n"
+        assert box.run("import sys; sys.exit(5)").exit_code == 5
+        r = box.run({"a.txt": "hi"}, cmd=["cat", "a.txt"])
+        assert r.stdout == "hi"
+        code = (
+            "import os, signal, shutil, time\n"
+            "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            "        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"        os.execv(shutil.which('sleep'), [{marker!r}, '1000'])\n"
+            "    os._exit(0)\ntime.sleep(100)\n"
+        )
+        r = box.run(code, limits=Limits(wall_time_s=1.0))
+        assert r.timed_out and host_pids_with(marker) == []
+
+
+def test_timing(sb, capsys):
+    n = 40
+    t = time.perf_counter()
+    for _ in range(n):
+        sb.run("print(1)")
+    warm = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for _ in range(3):
+        with LocalSandbox(workers=1) as box:
+            box.run("print(1)")
+    cold = 3 / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for _ in range(10):
+        sb.run({"main.py": "print(1)"}, cmd=["python3", "main.py"])
+    exec_rate = 10 / (time.perf_counter() - t)
+    with capsys.disabled():
+        print(
+            f"\nLocalSandbox print(1): warm {warm:.0f} runs/s, exec python3 {exec_rate:.0f} runs/s, "
+            f"cold (new sandbox) {cold:.1f} runs/s"
+        )
