@@ -44,12 +44,14 @@ def completion_logprobs(
     *,
     chunk_rows: int = 512,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
     bf16: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs of policy tokens as a (B, L) tensor (0 elsewhere), and optionally entropies.
 
     Position t's hidden state predicts token t + 1, so the rows kept are those where
     `loss_mask[:, 1:]` is set; the results are placed back at the predicted token's position.
+    Entropies are detached unless `entropy_grad` (an entropy bonus needs their gradient).
     """
     decoder, head = _parts(model)
     with maybe_autocast(input_ids.device, bf16):
@@ -66,7 +68,8 @@ def completion_logprobs(
         logps.append(logits.gather(-1, ids[start : start + chunk_rows, None])[:, 0] - norm)  # (n,)
         if with_entropy:
             probs = (logits - norm[:, None]).exp()  # (n, V)
-            entropies.append((norm - (probs * logits).sum(-1)).detach())  # (n,)
+            entropy = norm - (probs * logits).sum(-1)  # (n,)
+            entropies.append(entropy if entropy_grad else entropy.detach())
     flat = torch.cat(logps) if logps else hidden.new_zeros(0, dtype=torch.float32)  # (N,)
     logp = torch.zeros(loss_mask.shape, dtype=torch.float32, device=flat.device)  # (B, L)
     logp[:, 1:][targets] = flat

@@ -140,22 +140,147 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_TASK = "llmenv/arith-v0"
+DEMO_PARAMS = {"digits": 1, "ops": "+-", "terms": 3}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Roll the embedded SmolLM2-135M-Instruct out on llmenv/arith-v0 and print accuracy and samples."""
-    console.print(f"[bold]llmenv demo[/]: {args.model} on llmenv/arith-v0 (1-digit operands, + and -), greedy")
-    started = time.perf_counter()
-    results = rollout(
-        "llmenv/arith-v0",
-        args.model,
-        n=args.n,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        temperature=0.0,
-        top_p=1.0,
-        seed=args.seed,
-        params={"digits": 1, "ops": "+-"},
+    """GRPO on the embedded SmolLM2-135M-Instruct: held-out accuracy before, training, accuracy after."""
+    from llmenv.agents.evaluate import evaluate
+    from llmenv.agents.grpo import GRPOConfig, train
+    from llmenv.models import load_model, load_tokenizer
+
+    console.print(
+        f"[bold]llmenv demo[/]: GRPO on {args.model}, task {DEMO_TASK} {DEMO_PARAMS}, reward = correct \\boxed "
+        f"answer + {args.format_weight} for using \\boxed{{}}"
     )
-    _report(results, show=args.show, elapsed=time.perf_counter() - started)
+    started = time.perf_counter()
+    tokenizer, model = load_tokenizer(args.model), load_model(args.model)
+
+    def accuracy(policy_model: Any) -> Any:
+        return evaluate(
+            DEMO_TASK,
+            policy_model,
+            tokenizer,
+            n=args.eval_n,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            task_params=DEMO_PARAMS,
+        )
+
+    with console.status("held-out accuracy before training (greedy)"):
+        before = accuracy(model)
+    console.print(f"before: accuracy {before.pass_at_1:.1%} on {before.tasks} held-out problems")
+    del model
+    config = GRPOConfig(
+        task=DEMO_TASK,
+        model=args.model,
+        task_params=dict(DEMO_PARAMS),
+        format_weight=args.format_weight,
+        steps=args.steps,
+        prompts_per_step=args.prompts_per_step,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        lr=args.lr,
+        seed=args.seed,
+        out=args.out,
+        bf16=args.bf16,
+        save_every=args.steps,
+    )
+    state = train(config)
+    with console.status("held-out accuracy after training (greedy)"):
+        after = accuracy(state.model)
+    table = Table("", "held-out accuracy", "mean reward")
+    table.add_row("before", f"{before.pass_at_1:.1%}", f"{before.mean_reward:.3f}")
+    table.add_row("after", f"{after.pass_at_1:.1%}", f"{after.mean_reward:.3f}")
+    console.print(table)
+    console.print(
+        f"{after.tasks} held-out problems, greedy decoding; change {after.pass_at_1 - before.pass_at_1:+.1%} in "
+        f"{time.perf_counter() - started:.0f}s. Metrics: {config.out}/metrics.jsonl, plot: {config.out}/reward.png, "
+        f"checkpoint: {config.out}/checkpoint"
+    )
+    return 0
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under each dataclass field (they document every config field once)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                docs[node.target.id] = str(following.value.value)
+    return docs
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--flag` per dataclass field, typed from its default, with the field's docstring as help."""
+    import dataclasses
+
+    docs = _field_docs(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.name == "task_params":
+            parser.add_argument(
+                "--param",
+                dest="task_params",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="task parameter (repeatable), e.g. --param digits=1",
+            )
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=docs.get(f.name))
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=docs.get(f.name))
+
+
+def cmd_train_grpo(args: argparse.Namespace) -> int:
+    """Train with GRPO and report where the metrics, plot and checkpoint are."""
+    import dataclasses
+
+    from llmenv.agents.grpo import GRPOConfig, train
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(GRPOConfig)}
+    values["task_params"] = _parse_params(args.task_params)
+    config = GRPOConfig(**values)
+    train(config)
+    out = config.out
+    console.print(f"metrics: {out}/metrics.jsonl  plot: {out}/reward.png  checkpoint: {out}/checkpoint")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a model on held-out tasks: mean reward, pass@1 and pass@k."""
+    from llmenv.agents.evaluate import evaluate
+    from llmenv.models import load_model, load_tokenizer
+
+    with console.status(f"loading {args.model}"):
+        tokenizer, model = load_tokenizer(args.model), load_model(args.model)
+    samples = max(args.samples, args.k)
+    result = evaluate(
+        args.task,
+        model,
+        tokenizer,
+        n=args.n,
+        samples=samples,
+        ks=(1, args.k),
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+        task_params=_parse_params(args.param),
+    )
+    line = f"{result.task}: {result.tasks} tasks x {result.samples} samples  mean reward {result.mean_reward:.3f}  "
+    line += f"pass@1 {result.pass_at_1:.3f}" + "".join(
+        f"  pass@{k} {v:.3f}" for k, v in sorted(result.pass_at_k.items()) if k != 1
+    )
+    console.print(line)
     return 0
 
 
@@ -184,8 +309,39 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--out", default=None, help="write every episode to this JSONL file")
     ro.set_defaults(func=cmd_rollout)
 
-    demo = sub.add_parser("demo", help="roll the embedded SmolLM2 out on llmenv/arith-v0")
-    add_generation_args(demo, 32)
+    train = sub.add_parser("train", help="train a policy on a task")
+    learners = train.add_subparsers(dest="learner", required=True)
+    from llmenv.agents.grpo import GRPOConfig
+
+    grpo = learners.add_parser("grpo", help="group-relative policy optimisation")
+    add_config_flags(grpo, GRPOConfig)
+    grpo.set_defaults(func=cmd_train_grpo)
+
+    ev = sub.add_parser("eval", help="held-out mean reward, pass@1 and pass@k of a model on a task")
+    ev.add_argument("--task", required=True)
+    ev.add_argument("--model", default="smollm2-135m")
+    ev.add_argument("--n", type=int, default=32, help="held-out tasks")
+    ev.add_argument("--k", type=int, default=1, help="report pass@k (samples k completions per task)")
+    ev.add_argument("--samples", type=int, default=1, help="completions per task (at least k)")
+    ev.add_argument("--temperature", type=float, default=None, help="default: 0 for one sample, else 1")
+    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="task parameter (repeatable)")
+    ev.set_defaults(func=cmd_eval)
+
+    demo = sub.add_parser("demo", help="GRPO on the embedded SmolLM2: accuracy before and after")
+    demo.add_argument("--model", default="smollm2-135m")
+    demo.add_argument("--steps", type=int, default=16)
+    demo.add_argument("--prompts-per-step", type=int, default=8)
+    demo.add_argument("--group-size", type=int, default=4)
+    demo.add_argument("--max-new-tokens", type=int, default=48)
+    demo.add_argument("--lr", type=float, default=3e-6)
+    demo.add_argument("--format-weight", type=float, default=0.2)
+    demo.add_argument("--eval-n", type=int, default=64, help="held-out problems for the before/after accuracy")
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    demo.add_argument("--out", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
     return parser
 

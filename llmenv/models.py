@@ -191,10 +191,18 @@ def _from_local(loader: Callable[..., _Loaded], folder: Path, *, what: str, **kw
 
 def _from_hub(loader: Callable[..., _Loaded], repo_id: str, **kwargs: Any) -> _Loaded:
     """`loader(repo_id)` from the local Hub cache, else from the Hub once it answers a probe."""
-    try:
-        return loader(repo_id, local_files_only=True, **kwargs)
-    except (OSError, ValueError):
-        pass  # not downloaded before; only now is the network worth a try
+    from huggingface_hub import try_to_load_from_cache
+
+    # with peft installed, transformers looks for an adapter over the network even when
+    # local_files_only=True, so ask the local Hub cache directly whether the repo was downloaded
+    cached = any(
+        isinstance(try_to_load_from_cache(repo_id, name), str) for name in ("config.json", "tokenizer_config.json")
+    )
+    if cached:
+        try:
+            return loader(repo_id, local_files_only=True, **kwargs)
+        except (OSError, ValueError):
+            pass  # incomplete in the cache; only now is the network worth a try
     endpoint = _hub_endpoint()
     if not _hub_reachable():
         raise ModelNotFoundError(

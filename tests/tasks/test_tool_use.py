@@ -58,7 +58,9 @@ def test_word_problem_answers_follow_their_text():
     for _ in range(50):
         task = generate_arith_word_problem(rng, digits=2)
         assert "\\boxed{}" in task.prompt and int(task.answer) >= 0
-    assert generate_arith_word_problem(np.random.default_rng(3)) == generate_arith_word_problem(np.random.default_rng(3))
+    assert generate_arith_word_problem(np.random.default_rng(3)) == generate_arith_word_problem(
+        np.random.default_rng(3)
+    )
 
 
 def test_arith_tool_episode_with_a_calculator_call(tok):
