@@ -304,6 +304,15 @@ def compare(
 ) -> Comparison:
     """Compare a predicted answer with the reference; never raises, returns within `timeout` seconds."""
     started = time.monotonic()
+    decided = _decide_in_process(gold, pred, precision, strict)
+    if decided is not None:
+        return decided
+    request = (gold, pred, precision, strict, allow_set_relation)
+    return _POOL.run(request, started + timeout)
+
+
+def _decide_in_process(gold: str, pred: str, precision: int, strict: bool) -> Comparison | None:
+    """The verdict when the fast path or the input guards can give it; None means the slow path decides."""
     gold_plain = _parse_gold_plain(gold)
     if gold_plain is not None:
         pred_plain = _parse_pred_plain(pred)
@@ -314,8 +323,7 @@ def compare(
         return refused
     if _text_form(gold) and _text_form(gold) == _text_form(pred):
         return Comparison(True, "fast")
-    request = (gold, pred, precision, strict, allow_set_relation)
-    return _POOL.run(request, started + timeout)
+    return None
 
 
 def is_equivalent(
@@ -344,16 +352,9 @@ def compare_batch(
     results: list[Comparison | None] = [None] * len(golds)
     slow: list[int] = []
     for i, (gold, pred) in enumerate(zip(golds, preds, strict=True)):
-        gold_plain, pred_plain = _parse_gold_plain(gold), _parse_pred_plain(pred)
-        if gold_plain is not None and pred_plain is not None:
-            equal = _plain_equal(gold_plain, pred_plain, options["precision"], options["strict"])
-            results[i] = Comparison(equal, "fast")
-        else:
-            results[i] = _guard(gold, pred)
-            if results[i] is None and _text_form(gold) and _text_form(gold) == _text_form(pred):
-                results[i] = Comparison(True, "fast")
-            if results[i] is None:
-                slow.append(i)
+        results[i] = _decide_in_process(gold, pred, options["precision"], options["strict"])
+        if results[i] is None:
+            slow.append(i)
     workers = min(len(slow), processes or os.cpu_count() or 1)
     requests = [
         (golds[i], preds[i], options["precision"], options["strict"], options["allow_set_relation"]) for i in slow
