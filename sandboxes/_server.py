@@ -5,8 +5,12 @@ it builds a read-only root (system paths and the Python install only), enters ne
 net, ipc and uts namespaces, preloads modules, and then serves one run at a time: each run is a
 fork that unshares fresh namespaces of its own (tmpfs /tmp, /sandbox and /dev/shm, its own /proc,
 pid namespace and loopback-only network), drops capabilities, sets rlimits, installs a seccomp
-filter and runs the code. It must never hand anything but JSON and bytes back to the host, and no
-run may outlive its reply: a run's pid-namespace init is killed and reaped before the reply is sent.
+filter and runs the code. The next run's namespaces, /proc and pid-1 init are prepared ahead (while
+the current run executes, or while idle); its request (limits, files, stdin) reaches that init
+afterwards, so tmpfs sizes, rlimits and seccomp still follow each request. The init also bounds the
+run's total memory (every process's RSS plus its tmpfs) and kills the whole run past it. It must
+never hand anything but JSON and bytes back to the host, and no run may outlive its reply: a run's
+pid-namespace init is killed and reaped before the reply is sent.
 This file imports only the standard library and must stay importable without side effects.
 """
 
@@ -17,6 +21,7 @@ import errno
 import fcntl
 import gc
 import json
+import math
 import os
 import platform
 import resource
@@ -26,6 +31,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -41,9 +47,16 @@ SANDBOX_UID = 1000  # the uid a run sees; mapped to the server's uid, which is n
 NOBODY = 65534
 WORKDIR = "/sandbox"
 OPEN_FILES = 256
+SCRATCH_MOUNTS = ("/tmp", WORKDIR, "/dev/shm")  # the run's tmpfs mounts: what is written there is memory
+MEMORY_POLL_S = 0.005
+"""How often a run's init sums the run's memory (stretched so that a sweep takes at most ~1/5 of a core)."""
+PRECISE_POLL_S = 0.02
+"""How often, while the cheap RSS sum is over the bound, the exact (PSS) sum may be taken to confirm it."""
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscalls a run never needs and that widen the kernel attack surface (x86_64 numbers): EPERM.
+# shmget, msgget and memfd_create hold memory that no process's RSS and no scratch tmpfs shows, so the
+# run's memory bound could not see it.
 _DENIED_X86_64 = {
     name: int(number)
     for name, number in (
@@ -55,6 +68,7 @@ _DENIED_X86_64 = {
     kexec_load=246 add_key=248 request_key=249 keyctl=250 unshare=272 perf_event_open=298 fanotify_init=300
     name_to_handle_at=303 open_by_handle_at=304 clock_adjtime=305 setns=308 process_vm_readv=310
     process_vm_writev=311 kcmp=312 finit_module=313 kexec_file_load=320 bpf=321 userfaultfd=323
+    shmget=29 msgget=68 memfd_create=319
     io_uring_setup=425 io_uring_enter=426 io_uring_register=427 open_tree=428 move_mount=429 fsopen=430
     fsconfig=431 fsmount=432 fspick=433 pidfd_getfd=438 mount_setattr=442 quotactl_fd=443
     """.split()
@@ -299,14 +313,21 @@ def install_seccomp(program: bytes) -> None:
     _check(_libc.prctl(PR_SET_SECCOMP, 2, fbuf, 0, 0), "prctl(PR_SET_SECCOMP)")  # SECCOMP_MODE_FILTER
 
 
-def drop_capabilities() -> None:
-    """Empty the bounding, ambient, effective, permitted and inheritable capability sets."""
+def drop_bounding_capabilities() -> None:
+    """Empty the bounding and ambient sets (inherited by children; the effective set stays)."""
     for cap in range(64):
         if prctl(PR_CAPBSET_DROP, cap) != 0:
             break
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    _check(_libc.capset(ctypes.create_string_buffer(header), ctypes.create_string_buffer(24)), "capset")
+
+
+def drop_capabilities() -> None:
+    """Empty the bounding, ambient, effective, permitted and inheritable capability sets."""
+    drop_bounding_capabilities()
+    _check(_libc.capset(ctypes.create_string_buffer(_CAP_HEADER), ctypes.create_string_buffer(24)), "capset")
+
+
+_CAP_HEADER = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
 
 
 def _loopback_up() -> None:
@@ -315,7 +336,137 @@ def _loopback_up() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# A run's total memory, as its pid-1 init sees it (every process in /proc is the run's own).
+
+
+def _kb_field(data: bytes, key: bytes) -> int | None:
+    """The value of a `Key:   123 kB` line of a /proc file, in bytes (None when absent)."""
+    i = data.find(key)
+    if i < 0:
+        return None
+    end = data.find(b"kB", i)
+    return int(data[i + len(key) : end]) << 10 if end > 0 else None
+
+
+def _read_proc(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 8192)
+    finally:
+        os.close(fd)
+
+
+def scratch_bytes() -> int:
+    """Bytes used on the run's tmpfs mounts (tmpfs pages are memory)."""
+    used = 0
+    for path in SCRATCH_MOUNTS:
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            continue
+        used += (st.f_blocks - st.f_bfree) * st.f_frsize
+    return used
+
+
+def run_pids() -> list[str]:
+    """Every process of this pid namespace but its init (the caller)."""
+    return [p for p in os.listdir("/proc") if p.isdigit() and p != "1"]
+
+
+def cheap_memory(pids: list[str]) -> int:
+    """Sum of RssAnon + RssShmem: an upper bound (pages a fork still shares count once per process)."""
+    total = 0
+    for pid in pids:
+        try:
+            data = _read_proc(f"/proc/{pid}/status")
+        except OSError:  # gone meanwhile
+            continue
+        total += (_kb_field(data, b"RssAnon:") or 0) + (_kb_field(data, b"RssShmem:") or 0)
+    return total
+
+
+def precise_memory(pids: list[str]) -> int:
+    """Sum of Pss_Anon + Pss_Shmem (shared pages split between their sharers); RSS where PSS is unreadable."""
+    total = 0
+    for pid in pids:
+        try:
+            data = _read_proc(f"/proc/{pid}/smaps_rollup")
+            anon = _kb_field(data, b"Pss_Anon:")
+            if anon is None:
+                raise OSError("no Pss_Anon")
+            total += anon + (_kb_field(data, b"Pss_Shmem:") or 0)
+        except (OSError, ValueError):
+            total += cheap_memory([pid])
+    return total
+
+
+class MemoryWatch:
+    """Decides, tick by tick, whether a run's processes plus its scratch files exceed its memory bound.
+
+    The cheap sum (one /proc/PID/status read per process) bounds the truth from above; only when it
+    passes the bound is the exact sum (smaps_rollup, which walks page tables) taken, at most every
+    PRECISE_POLL_S, so that forked processes sharing the warm interpreter's pages are not over-counted.
+    """
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.interval = MEMORY_POLL_S
+        self.next_precise = 0.0
+        self.used = 0
+
+    def exceeded(self) -> bool:
+        """Take one measurement (and stretch the interval if it was slow)."""
+        t = time.monotonic()
+        pids = run_pids()
+        used = scratch_bytes()
+        cheap = used + cheap_memory(pids)
+        self.used = cheap
+        over = False
+        if cheap > self.bound and t >= self.next_precise:
+            self.used = used + precise_memory(pids)
+            over = self.used > self.bound
+            self.next_precise = time.monotonic() + PRECISE_POLL_S
+        self.interval = max(MEMORY_POLL_S, 5 * (time.monotonic() - t))
+        return over
+
+
+# ---------------------------------------------------------------------------------------------
 # The server.
+
+
+class _Slot:
+    """The server's side of a run prepared ahead of its request."""
+
+    def __init__(self, creator: int, req_w: int, out_r: int, err_r: int, st_r: int, stdin_fd: int) -> None:
+        self.creator, self.req_w, self.stdin_fd = creator, req_w, stdin_fd
+        self.out_r, self.err_r, self.st_r = out_r, err_r, st_r
+
+    def created(self) -> tuple[list[dict[str, Any]], bytearray]:
+        """Wait for the creator (it exits right after forking the init); its messages, and any partial line."""
+        os.waitpid(self.creator, 0)
+        data = bytearray()
+        os.set_blocking(self.st_r, False)
+        try:
+            while chunk := os.read(self.st_r, 4096):
+                data += chunk
+        except BlockingIOError:
+            pass
+        os.set_blocking(self.st_r, True)
+        *lines, rest = bytes(data).split(b"\n")
+        return [json.loads(line) for line in lines], bytearray(rest)
+
+    def close_request_side(self) -> None:
+        self._close("req_w", "stdin_fd")
+
+    def close_all(self) -> None:
+        self._close("req_w", "stdin_fd", "out_r", "err_r", "st_r")
+
+    def _close(self, *names: str) -> None:
+        for name in names:
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
 
 
 class Server:
@@ -329,6 +480,8 @@ class Server:
         self.ctl_in, self.ctl_out = ctl_in, ctl_out
         self.seccomp = b""
         self.tmp_root = config.get("tmp_root") or "/tmp"
+        self.slot: _Slot | None = None
+        """The next run, prepared ahead of its request (namespaced mode only)."""
 
     def setup_inside(self, preload: list[str], root_built: bool) -> dict[str, Any]:
         """Finish setup as the pid-namespace init (or plain process in unsafe mode); report features."""
@@ -351,6 +504,8 @@ class Server:
                 __import__(name)
             except Exception as exc:  # a missing optional module must not stop the server
                 features.setdefault("preload_failed", []).append(f"{name}: {exc}")
+        for name in ("atexit", "io", "threading", "traceback", "types"):  # what _run_python_main imports
+            __import__(name)
         gc.freeze()  # keeps the collector off the preloaded heap in every fork (no copy-on-write storms)
         return features
 
@@ -368,6 +523,11 @@ class Server:
     def serve(self) -> None:
         """Answer requests until the host closes the control pipe."""
         while True:
+            if self.slot is None and not self.unsafe:
+                try:
+                    self.slot = self._prepare()  # while idle (normally it was prepared during the last run)
+                except OSError:
+                    pass  # (out of processes or fds: tried again with the request)
             try:
                 header = read_frame(self.ctl_in)
             except EOFError:
@@ -383,6 +543,8 @@ class Server:
 
     def run(self, header: dict[str, Any], files: dict[str, bytes], stdin: bytes) -> tuple[dict[str, Any], bytes, bytes]:
         """Run one program; return the reply header, stdout and stderr (each cut at the output cap)."""
+        if not self.unsafe:
+            return self._run_prepared(header, files, stdin)
         limits = header["limits"]
         stdin_fd = os.memfd_create("stdin")
         os.write(stdin_fd, stdin)
@@ -392,23 +554,19 @@ class Server:
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(out_w, True)
         os.set_blocking(err_w, True)
-        workdir = tmpdir = ""
-        if self.unsafe:
-            import tempfile
+        import shutil
+        import tempfile
 
-            workdir = tempfile.mkdtemp(prefix="llmenv-run-", dir=self.tmp_root)
-            tmpdir = tempfile.mkdtemp(prefix="llmenv-tmp-", dir=self.tmp_root)
+        workdir = tempfile.mkdtemp(prefix="llmenv-run-", dir=self.tmp_root)
+        tmpdir = tempfile.mkdtemp(prefix="llmenv-tmp-", dir=self.tmp_root)
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
             code = 70
             try:
                 os.close(out_r), os.close(err_r), os.close(st_r)
-                if self.unsafe:
-                    os.setsid()
-                    self._exec_user(header, files, limits, stdin_fd, out_w, err_w, workdir, tmpdir)
-                else:
-                    self._run_namespaced(header, files, limits, stdin_fd, out_w, err_w, st_w)
+                os.setsid()
+                self._exec_user(header, files, limits, stdin_fd, out_w, err_w, workdir, tmpdir)
             except BaseException as exc:
                 try:
                     os.write(st_w, (json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
@@ -417,28 +575,136 @@ class Server:
             os._exit(code)
         for fd in (stdin_fd, out_w, err_w, st_w):
             os.close(fd)
-        try:
-            return self._supervise(pid, start, limits, out_r, err_r, st_r)
-        finally:
-            self._reap_all()
-            if self.unsafe:
-                import shutil
+        done_fd = os.pidfd_open(pid)
 
-                shutil.rmtree(workdir, ignore_errors=True)
-                shutil.rmtree(tmpdir, ignore_errors=True)
+        def end(messages: list[dict[str, Any]], timed_out: bool) -> int | None:
+            self._kill_group(pid)
+            status = os.waitpid(pid, 0)[1]
+            self._reap_all()
+            return status
+
+        try:
+            return self._supervise(start, limits, out_r, err_r, st_r, done_fd, end)
+        finally:
+            os.close(done_fd)
+            self._reap_all()
+            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    # --- namespaced runs, prepared one ahead ----------------------------------------------------
+
+    def _prepare(self) -> _Slot:
+        """Fork the next run's creator: it unshares fresh namespaces and forks that run's init, which
+        mounts its /proc and waits for the request (limits, files). Nothing of a request is needed."""
+        stdin_fd = os.memfd_create("stdin")
+        req_r, req_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        st_r, st_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(out_w, True)
+        os.set_blocking(err_w, True)
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (stdin_fd, req_r, req_w, out_r, out_w, err_r, err_w, st_r, st_w):
+                os.close(fd)
+            raise
+        if pid == 0:
+            code = 70
+            try:
+                # nothing of the server or of a run in flight: only this run's own ends
+                _close_all_but(stdin_fd, req_r, out_w, err_w, st_w)
+                self._create(req_r, stdin_fd, out_w, err_w, st_w)
+            except BaseException as exc:
+                try:
+                    os.write(st_w, (json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
+                finally:
+                    os._exit(code)
+            os._exit(code)
+        for fd in (req_r, out_w, err_w, st_w):
+            os.close(fd)
+        return _Slot(pid, req_w, out_r, err_r, st_r, stdin_fd)
+
+    def _run_prepared(
+        self, header: dict[str, Any], files: dict[str, bytes], stdin: bytes
+    ) -> tuple[dict[str, Any], bytes, bytes]:
+        """Hand the request to the prepared run (or a fresh one), prepare the next, supervise this one."""
+        limits = header["limits"]
+        start = time.monotonic()
+        request = {"cmd": header.get("cmd"), "limits": limits, "files": [[p, len(c)] for p, c in files.items()]}
+        for attempt in range(2):
+            slot, self.slot = self.slot, None
+            if slot is None:
+                slot = self._prepare()
+            messages, pending = slot.created()
+            init = next((int(m["init"]) for m in messages if "init" in m), None)
+            if init is not None:
+                try:
+                    view = memoryview(stdin)
+                    while view:  # pwrite: the shared offset stays at 0 for the program
+                        view = view[os.pwrite(slot.stdin_fd, view, len(stdin) - len(view)) :]
+                    write_frame(slot.req_w, request, tuple(files.values()))
+                except BrokenPipeError:  # the prepared init died before the request (it is never signalled)
+                    self._end_slot(slot, init)
+                    slot.close_all()
+                    if attempt == 0:
+                        continue
+                    raise SetupError("the run's init died before taking the request") from None
+            slot.close_request_side()
+            if self.slot is None:
+                try:
+                    self.slot = self._prepare()  # the next run gets ready while this one runs
+                except OSError:
+                    pass
+
+            def end(messages: list[dict[str, Any]], timed_out: bool, slot: _Slot = slot) -> int | None:
+                pid = next((int(m["init"]) for m in messages if "init" in m), None)
+                self._end_slot(slot, pid)  # killing a pid-namespace init kills everything in that namespace
+                statuses = [int(m["status"]) for m in messages if "status" in m]
+                return statuses[0] if statuses and not timed_out else None
+
+            try:
+                return self._supervise(
+                    start, limits, slot.out_r, slot.err_r, slot.st_r, slot.st_r, end, messages, pending
+                )
+            except BaseException:
+                self._end_slot(slot, init)
+                raise
+        raise AssertionError("unreachable")
+
+    def _end_slot(self, slot: _Slot, init: int | None) -> None:
+        """Kill and reap a run's init; its reaping means its whole pid namespace is gone."""
+        slot.close_request_side()
+        if init is not None:
+            self._kill(init)
+            try:
+                os.waitpid(init, 0)
+            except ChildProcessError:
+                pass
 
     def _supervise(
-        self, child: int, start: float, limits: dict[str, Any], out_r: int, err_r: int, st_r: int
+        self,
+        start: float,
+        limits: dict[str, Any],
+        out_r: int,
+        err_r: int,
+        st_r: int,
+        done_fd: int,
+        end: Callable[[list[dict[str, Any]], bool], int | None],
+        messages: list[dict[str, Any]] | None = None,
+        pending: bytearray | None = None,
     ) -> tuple[dict[str, Any], bytes, bytes]:
-        """Collect output until the run ends or its deadline passes; then kill and reap every process of it."""
+        """Collect output until the run ends or its deadline passes; then `end` kills and reaps every
+        process of it and returns the program's status.
+
+        The end of a run: the init's status pipe closes (namespaces, done_fd is st_r) or the program's
+        pidfd fires (unsafe)."""
         cap = int(limits["max_output_bytes"])
         deadline = start + float(limits["wall_time_s"])
         buffers = {out_r: bytearray(), err_r: bytearray()}
         truncated = timed_out = done = False
-        messages: list[dict[str, Any]] = []
-        pending = bytearray()
-        # The end of a run: the init's status pipe closes (namespaces) or the program's pidfd fires (unsafe).
-        done_fd = os.pidfd_open(child) if self.unsafe else st_r
+        messages = messages if messages is not None else []
+        pending = pending if pending is not None else bytearray()
         poller = select.poll()
         open_fds = {out_r, err_r}
         for fd in (out_r, err_r, done_fd):
@@ -464,7 +730,7 @@ class Server:
                 timed_out = True
                 break
             for fd, _ in poller.poll(int(left * 1000) + 1):
-                if fd == done_fd and self.unsafe:
+                if fd == done_fd and fd != st_r:
                     done = True
                 elif fd == st_r:
                     data = os.read(st_r, 4096)
@@ -476,18 +742,7 @@ class Server:
                         messages.append(json.loads(line))
                 elif fd in buffers:
                     drain(fd)
-        status: int | None = None
-        if self.unsafe:
-            self._kill_group(child)
-            status = os.waitpid(child, 0)[1]
-            os.close(done_fd)
-        else:
-            inits = [int(m["init"]) for m in messages if "init" in m][:1]
-            for pid in (*inits, child):
-                self._kill(pid)  # killing a pid-namespace init kills everything in that namespace
-            statuses = [int(m["status"]) for m in messages if "status" in m]
-            status = statuses[0] if statuses and not timed_out else None
-        self._reap_all()  # returns once the run's namespace is gone, so its pipes are closed for good
+        status = end(messages, timed_out)  # returns once the run is gone, so its pipes are closed for good
         for fd in buffers:
             os.set_blocking(fd, True)
             while drain(fd):
@@ -500,6 +755,9 @@ class Server:
             "output_truncated": truncated,
             "status": status,
         }
+        over = [m for m in messages if m.get("memory_exceeded")]
+        if over and not timed_out:
+            reply |= {"memory_exceeded": True, "memory_used_mb": over[0].get("memory_used_mb")}
         errors = [str(m["error"]) for m in messages if "error" in m]
         if errors and status is None and not timed_out:
             reply["error"] = errors[0]
@@ -539,20 +797,42 @@ class Server:
 
     # --- inside the run -------------------------------------------------------------------------
 
-    def _run_namespaced(
-        self,
-        header: dict[str, Any],
-        files: dict[str, bytes],
-        limits: dict[str, Any],
-        stdin_fd: int,
-        out_w: int,
-        err_w: int,
-        st_w: int,
-    ) -> None:
-        """The namespaces' creator: fresh user/mount/pid/net/ipc/uts namespaces, scratch mounts, then the init."""
+    def _create(self, req_r: int, stdin_fd: int, out_w: int, err_w: int, st_w: int) -> None:
+        """The namespaces' creator: fresh user/mount/pid/net/ipc/uts namespaces, loopback, then the init."""
         flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
         unshare(flags | (0 if self.network else CLONE_NEWNET))
         _map_ids(SANDBOX_UID, 0, 0)
+        if not self.network:
+            _loopback_up()
+        init = os.fork()
+        if init == 0:
+            self._init(req_r, stdin_fd, out_w, err_w, st_w)
+        # The server waits for this process to exit before it sends the request: the init's pid is known
+        # before any code of the request runs.
+        os.write(st_w, (json.dumps({"init": init}) + "\n").encode())
+        os._exit(0)
+
+    def _init(self, req_r: int, stdin_fd: int, out_w: int, err_w: int, st_w: int) -> None:
+        """pid 1 of the run: mounts /proc and waits for the request; then mounts the scratch tmpfs,
+        writes the files, starts the program, reaps orphans, bounds the run's memory, reports the status."""
+        prctl(PR_SET_DUMPABLE, 0)  # the program may not open our status pipe through /proc/1/fd
+        os.setsid()  # a session and process group of the run's own: killpg(0) must not reach the server
+        for sig in range(1, signal.NSIG):
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        _close_all_but(req_r, stdin_fd, out_w, err_w, st_w)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        drop_bounding_capabilities()  # the init keeps its effective ones; the program clears them
+        with os.fdopen(req_r, "rb", buffering=1 << 16) as requests:
+            try:
+                header = read_frame(requests)
+                files = {path: read_exact(requests, size) for path, size in header["files"]}
+            except EOFError:  # never used: the server went away or discarded this run
+                os._exit(0)
+        limits = header["limits"]
         size_mb = int(limits["max_file_mb"])
         opts = f"size={size_mb}m,nr_inodes=4096,uid={SANDBOX_UID},gid={SANDBOX_UID}"
         mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts + ",mode=1777")
@@ -560,51 +840,51 @@ class Server:
         total_mb = sum(len(c) for c in files.values()) // (1 << 20) + 1
         mount("tmpfs", WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV, f"{opts},mode=0755,size={size_mb + total_mb}m")
         _write_files(WORKDIR, files)
-        if not self.network:
-            _loopback_up()
-        go_r, go_w = os.pipe()
-        init = os.fork()
-        if init == 0:
-            os.close(go_w)
-            self._init(header, files, limits, stdin_fd, out_w, err_w, st_w, go_r)
-        os.write(st_w, (json.dumps({"init": init}) + "\n").encode())
-        os.write(go_w, b"g")
-        os._exit(0)
-
-    def _init(
-        self,
-        header: dict[str, Any],
-        files: dict[str, bytes],
-        limits: dict[str, Any],
-        stdin_fd: int,
-        out_w: int,
-        err_w: int,
-        st_w: int,
-        go_r: int,
-    ) -> None:
-        """pid 1 of the run: mounts /proc, starts the program, reaps orphans, reports the program's status."""
-        prctl(PR_SET_DUMPABLE, 0)  # the program may not open our status pipe through /proc/1/fd
-        for sig in range(1, signal.NSIG):
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                try:
-                    signal.signal(sig, signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
-        _close_all_but(stdin_fd, out_w, err_w, st_w, go_r)
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        os.read(go_r, 1)
-        os.close(go_r)
         program = os.fork()
         if program == 0:
             os.close(st_w)
             self._exec_user(header, files, limits, stdin_fd, out_w, err_w, WORKDIR, "/tmp")
         for fd in (stdin_fd, out_w, err_w):
             os.close(fd)
+        status, exceeded, used = self._watch(program, int(limits["memory_mb"]) << 20)
+        message: dict[str, Any] = {"status": status}
+        if exceeded:
+            message |= {"memory_exceeded": True, "memory_used_mb": used >> 20}
+        os.write(st_w, (json.dumps(message) + "\n").encode())
+        os._exit(0)
+
+    @staticmethod
+    def _watch(program: int, bound: int) -> tuple[int, bool, int]:
+        """Reap orphans and sum the run's memory until the program ends (or the sum passes bound:
+        then every process of the run is killed). Returns (status, bound exceeded, bytes last seen).
+
+        A SIGCHLD wakes the loop at once, so a program that ends between ticks costs no tick."""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        poller = select.poll()
+        poller.register(wake_r, select.POLLIN)
+        watch = MemoryWatch(bound)
+        next_at = time.monotonic() + watch.interval
         while True:
-            pid, status = os.waitpid(-1, 0)
-            if pid == program:
-                os.write(st_w, (json.dumps({"status": status}) + "\n").encode())
-                os._exit(0)
+            while True:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == program:
+                    return status, False, watch.used
+                if pid == 0:
+                    break
+            left = next_at - time.monotonic()
+            if left > 0 and poller.poll(max(1, math.ceil(left * 1000))):
+                try:
+                    while os.read(wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue  # a child ended: reap it; the measurement stays due at next_at
+            if watch.exceeded():
+                os.kill(-1, signal.SIGKILL)  # from a pid-namespace init: every other process of the run
+                return os.waitpid(program, 0)[1], True, watch.used
+            next_at = time.monotonic() + watch.interval
 
     def _exec_user(
         self,
@@ -649,7 +929,8 @@ class Server:
             # counted per uid in this run's own user namespace: the init, this process, and its children
             nproc = int(limits["max_processes"]) + 2
             resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-            drop_capabilities()
+            _check(_libc.capset(ctypes.create_string_buffer(_CAP_HEADER), ctypes.create_string_buffer(24)), "capset")
+            prctl(PR_SET_DUMPABLE, 1)  # (the init made itself undumpable) lets the init read our smaps_rollup
             if self.seccomp:
                 install_seccomp(self.seccomp)
         else:

@@ -176,16 +176,23 @@ class LocalSandbox:
     double-forked or not), mounts size-bounded tmpfs on /tmp, /sandbox (the working directory) and
     /dev/shm, drops all capabilities, sets rlimits and a seccomp filter, and either runs Python source in
     the already-warm interpreter or execs `cmd`. Nothing written survives: the tmpfs mounts die with the
-    run's mount namespace.
+    run's mount namespace. Each server prepares its next run's namespaces and init ahead of the request
+    (one per server, never shared between runs, killed with the server on `close()`).
 
     Bounds and how each is enforced:
 
     - wall clock: the server kills the run's pid-namespace init with SIGKILL at the deadline, which
       kills every process of the run; `run()` returns only after all of them are reaped.
     - CPU time: RLIMIT_CPU (SIGXCPU, then SIGKILL a second later), per process.
-    - memory: RLIMIT_AS per process. `memory_exceeded` is a heuristic: the program failed and its
-      stderr shows `MemoryError`, `std::bad_alloc`, "Cannot allocate memory" or "out of memory".
-      There is no cgroup, so the total over several processes can reach max_processes x memory_mb.
+    - memory: `memory_mb` bounds the whole run. Its pid-1 init sums, every ~5 ms, RssAnon + RssShmem of
+      every process of the run plus what is stored on its tmpfs mounts (/tmp, /sandbox, /dev/shm);
+      past the bound (confirmed with PSS, so forks sharing the warm interpreter count once) it
+      SIGKILLs every process and the reply says so: `memory_exceeded` with signal SIGKILL. RLIMIT_AS
+      of memory_mb per process stays as the instant first line; a failed allocation there counts as
+      `memory_exceeded` when the program failed and its stderr shows `MemoryError`,
+      `std::bad_alloc`, "Cannot allocate memory" or "out of memory". memfd_create, shmget and msgget
+      (memory the sum cannot see) are denied. Not counted (there is no cgroup): kernel memory such as
+      socket and pipe buffers, and the overshoot of one poll interval. The unsafe mode has RLIMIT_AS only.
     - processes: RLIMIT_NPROC, counted per uid within the run's own user namespace (the server never
       runs as host root, where RLIMIT_NPROC would not apply).
     - files: RLIMIT_FSIZE per file and tmpfs sizes of max_file_mb for /tmp, /dev/shm and the working dir.
@@ -355,7 +362,10 @@ def _result(reply: dict[str, Any], out: bytes, err: bytes) -> ExecResult:
         sig = os.WTERMSIG(status)
     timed_out = bool(reply["timed_out"]) or sig == signal.SIGXCPU
     failed = exit_code != 0
-    memory_exceeded = failed and not timed_out and bool(_OOM_PATTERN.search(stderr[-4000:]))
+    # The run's init killed it for passing the total bound; or one process failed an allocation under RLIMIT_AS.
+    memory_exceeded = bool(reply.get("memory_exceeded")) or (
+        failed and not timed_out and bool(_OOM_PATTERN.search(stderr[-4000:]))
+    )
     return ExecResult(
         stdout=stdout,
         stderr=stderr,

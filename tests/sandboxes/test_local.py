@@ -148,6 +148,79 @@ def test_memory_hog(sb):
     assert r.memory_exceeded and r.duration_s < 5
 
 
+def mem_available_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) >> 10
+    raise AssertionError("no MemAvailable in /proc/meminfo")
+
+
+def test_memory_bound_is_total_over_all_processes(sb):
+    # 8 x 200 MB would pass RLIMIT_AS (512 MB each) everywhere; the run's total bound must stop it.
+    code = (
+        "import os, time\n"
+        "for i in range(8):\n    if os.fork() == 0:\n        b = bytearray(200 << 20)\n"
+        "        for j in range(0, len(b), 4096):\n            b[j] = 1\n        time.sleep(60)\n        os._exit(0)\n"
+        "for _ in range(8):\n    os.wait()\nprint('survived')\n"
+    )
+    before = mem_available_mb()
+    lowest = [before]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            lowest.append(mem_available_mb())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    t = time.monotonic()
+    try:
+        r = sb.run(code, limits=Limits(memory_mb=512, wall_time_s=30))
+    finally:
+        stop.set()
+        sampler.join()
+    assert r.memory_exceeded and not r.timed_out and r.stdout == "", r
+    assert (r.exit_code, r.signal) == (None, signal.SIGKILL)
+    assert time.monotonic() - t < 10
+    assert before - min(lowest) < 1024, f"host MemAvailable dropped by {before - min(lowest)} MB"
+
+
+@pytest.mark.parametrize("where", ["/dev/shm", "/tmp", "."])
+def test_scratch_files_count_as_memory(sb, where):
+    code = (
+        f"import time\nwith open('{where}/fill', 'wb') as f:\n"
+        "    for _ in range(8):\n        f.write(b'x' * (32 << 20))\n        f.flush()\n"
+        "time.sleep(2)\nprint('survived')\n"
+    )
+    r = sb.run(code, limits=Limits(memory_mb=128, max_file_mb=512, wall_time_s=10))
+    assert r.memory_exceeded and not r.timed_out and r.signal == signal.SIGKILL and r.stdout == "", r
+
+
+def test_memory_under_the_bound_is_untouched(sb):
+    r = sb.run(
+        "import time\nb = bytearray(100 << 20)\ntime.sleep(0.3)\nprint(len(b) >> 20)", limits=Limits(memory_mb=512)
+    )
+    assert (r.stdout, r.exit_code, r.memory_exceeded) == ("100\n", 0, False), r
+    # forked children share the warm interpreter's pages: 20 of them are not 20 interpreters' worth
+    code = (
+        "import os, time\nfor _ in range(20):\n    if os.fork() == 0:\n        time.sleep(0.5)\n        os._exit(0)\n"
+        "for _ in range(20):\n    os.wait()\nprint('ok')\n"
+    )
+    r = sb.run(code, limits=Limits(memory_mb=160))
+    assert (r.stdout, r.memory_exceeded) == ("ok\n", False), r
+
+
+def test_memory_the_bound_cannot_see_is_denied(sb):
+    code = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nout = []\n"
+        "try:\n    os.memfd_create('x')\n    out.append('memfd')\nexcept OSError as e:\n    out.append(e.errno)\n"
+        "out.append(libc.shmget(0, 1 << 20, 0o1600))\nout.append(libc.msgget(0, 0o1600))\nprint(out)\n"
+    )
+    assert sb.run(code).stdout == "[1, -1, -1]\n"
+
+
 def test_output_flood_is_cut_without_hanging(sb):
     t = time.monotonic()
     r = sb.run(
@@ -284,6 +357,12 @@ def test_killing_parent_and_everything_is_contained(sb):
     assert sb.run("print('still fine')").stdout == "still fine\n"
 
 
+def test_killing_its_own_process_group_does_not_reach_the_server(sb):
+    r = sb.run("import os, signal\nos.killpg(0, signal.SIGKILL)")
+    assert r.signal == 9 and r.exit_code is None, r
+    assert sb.run("print('server alive')").stdout == "server alive\n"
+
+
 def test_shell_escapes_cannot_touch_the_host(sb):
     target = REPO / f"pwned-{uuid.uuid4().hex}"
     cmd = f"echo hi > {target}"
@@ -334,6 +413,30 @@ def test_concurrent_runs_return_their_own_output(sb):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_a_run_sees_only_its_own_processes(sb):
+    # the next run is prepared (its namespaces and init exist) while this one runs: it must stay invisible
+    code = "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))"
+    for _ in range(3):
+        assert sb.run(code).stdout == "[1, 2]\n"
+
+
+def test_prepared_runs_are_cleaned_up_on_close():
+    if NO_NAMESPACES is not None:
+        pytest.skip(f"no namespaces here: {NO_NAMESPACES}")
+    marker = f"llmenv_marker_{uuid.uuid4().hex}"  # a preload name that fails to import: it tags the cmdline
+    box = LocalSandbox(workers=1, preload=(marker,))
+    try:
+        assert box.run("print(1)").stdout == "1\n"
+        deadline = time.monotonic() + 5
+        # the outer server process, the server (its pid namespace's init) and the next run's prepared init
+        while len(host_pids_with(marker)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(host_pids_with(marker)) >= 3
+    finally:
+        box.close()
+    assert host_pids_with(marker) == []
 
 
 def test_dead_or_wedged_server_is_replaced(sb, monkeypatch):
