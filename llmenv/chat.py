@@ -30,6 +30,8 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+_PREFIX_CACHE_SIZE = 256
+
 _REWRITES_HISTORY = (
     "the chat template re-renders earlier turns when a message is added (e.g. it strips reasoning from "
     "past assistant turns), so turns cannot be appended token-exactly"
@@ -55,7 +57,8 @@ class ChatCodec:
         backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         self._backend = backend
         self._layouts: dict[tuple[tuple[str, ...], bool], list[str] | None] = {}
-        self._heads: dict[tuple[tuple[str, ...], bool], tuple[str, list[int]] | None] = {}
+        self._cuts: dict[tuple[tuple[str, ...], bool], int | None] = {}
+        self._prefix_ids: dict[str, list[int]] = {}  # insertion-ordered: the oldest entry is evicted first
         self._special_texts = sorted(
             {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}, key=len
         )
@@ -110,17 +113,29 @@ class ChatCodec:
     def render_and_encode(
         self, messages: Sequence[Message], *, add_generation_prompt: bool = True
     ) -> tuple[str, np.ndarray]:
-        """The rendered text and its token ids; a layout's constant head (system prompt, headers) is
-        tokenized once and reused, which halves the cost of a typical prompt."""
+        """The rendered text and its token ids.
+
+        Everything before the last message's header (system prompt, tool list, earlier turns) is
+        usually the same from episode to episode: its ids are cached by text, cut right after a
+        special token, and only the rest is tokenized, which more than halves a typical prompt.
+        """
         text = self.render(messages, add_generation_prompt=add_generation_prompt)
         key = (tuple(m["role"] for m in messages), add_generation_prompt)
-        head = self._heads.get(key, ())
-        if head == ():
-            head = self._heads[key] = self._compile_head(key)
-        if head is None:
+        cut_in_fragment = self._cuts.get(key, ())
+        if cut_in_fragment == ():
+            cut_in_fragment = self._cuts[key] = self._compile_cut(key)
+        if cut_in_fragment is None:
             return text, np.asarray(self.encode_text(text), dtype=np.int64)
-        head_text, head_ids = head
-        return text, np.asarray(head_ids + self.encode_text(text[len(head_text) :]), dtype=np.int64)
+        fragments = self._layouts[key]
+        assert fragments is not None
+        cut = len(text) - len(fragments[-1]) - len(messages[-1]["content"]) - len(fragments[-2]) + cut_in_fragment
+        prefix = text[:cut]
+        prefix_ids = self._prefix_ids.get(prefix)
+        if prefix_ids is None:
+            prefix_ids = self._prefix_ids[prefix] = self.encode_text(prefix)
+            if len(self._prefix_ids) > _PREFIX_CACHE_SIZE:
+                self._prefix_ids.pop(next(iter(self._prefix_ids)))
+        return text, np.asarray(prefix_ids + self.encode_text(text[cut:]), dtype=np.int64)
 
     def continuation(
         self, history: Sequence[Message], new_messages: Sequence[Message], *, add_generation_prompt: bool = True
@@ -163,30 +178,29 @@ class ChatCodec:
             fragments = self._layouts[key] = self._compile(roles, add_generation_prompt)
         return fragments
 
-    def _compile_head(self, key: tuple[tuple[str, ...], bool]) -> tuple[str, list[int]] | None:
-        """The layout's text up to the last special token before the first content, with its ids.
+    def _compile_cut(self, key: tuple[tuple[str, ...], bool]) -> int | None:
+        """Where, inside the fragment before the last message's content, the cacheable prefix ends.
 
-        Tokenizers cut the input at special tokens before anything else, so ids(head + rest) equal
-        ids(head) + ids(rest) when head ends with one; this is checked on the probe renders too, and
-        the fast path is off for layouts (or tokenizers) where it does not hold.
+        Tokenizers cut the input at special tokens before anything else, so ids(prefix + rest) equal
+        ids(prefix) + ids(rest) when the prefix ends with one; this is checked on the probe renders
+        too, and the cache is off for layouts (or tokenizers) where it does not hold.
         """
         fragments = self._fragments(*key)
         if fragments is None or not self._special_texts:
             return None
-        first = fragments[0]
-        cut = max((first.rfind(t) + len(t) for t in self._special_texts if t in first), default=-1)
+        before_last = fragments[-2]
+        cut = max((before_last.rfind(t) + len(t) for t in self._special_texts if t in before_last), default=-1)
         if cut <= 0:
             return None
-        head_text = first[:cut]
-        head_ids = self.encode_text(head_text)
         for probe in _PROBES:
+            contents = [probe.replace("@", str(i)) for i in range(len(key[0]))]
             text = self.render_full(
-                [Message(role=r, content=probe.replace("@", str(i))) for i, r in enumerate(key[0])],
-                add_generation_prompt=key[1],
+                [Message(role=r, content=c) for r, c in zip(key[0], contents)], add_generation_prompt=key[1]
             )
-            if self.encode_text(text) != head_ids + self.encode_text(text[cut:]):
+            split = len(text) - len(fragments[-1]) - len(contents[-1]) - len(before_last) + cut
+            if self.encode_text(text) != self.encode_text(text[:split]) + self.encode_text(text[split:]):
                 return None
-        return head_text, head_ids
+        return cut
 
     def _compile(self, roles: tuple[str, ...], add_generation_prompt: bool) -> list[str] | None:
         """Split the template's output for `roles` into the text around each message's content."""

@@ -32,7 +32,7 @@ def test_spliced_prompts_equal_apply_chat_template(tok):
         assert codec.encode(messages).tolist() == reference_ids(tok, messages)
         assert codec.render(messages) == codec.render_full(messages)
     assert all(v is not None for v in codec._layouts.values()), "ChatML layouts should take the fast path"
-    assert all(v is not None for v in codec._heads.values()), "the constant head should be tokenized once"
+    assert all(v is not None for v in codec._cuts.values()), "the prompt prefix should be cached"
 
 
 @pytest.mark.slow
@@ -45,7 +45,7 @@ def test_spliced_prompts_equal_apply_chat_template_for_smollm2():
     for _ in range(300):
         messages = random_conversation(rng)
         assert codec.encode(messages).tolist() == reference_ids(tokenizer, messages)
-    assert codec._heads and all(v is not None for v in codec._heads.values())
+    assert codec._cuts and all(v is not None for v in codec._cuts.values())
 
 
 def test_encode_returns_int64_vector(tok):
