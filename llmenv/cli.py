@@ -141,7 +141,37 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 DEMO_TASK = "llmenv/arith-v0"
-DEMO_PARAMS = {"digits": 1, "ops": "+-", "terms": 3}
+DEMO_TRAIN_TASK = "llmenv/arith-demo-v0"
+DEMO_PARAMS = {
+    "digits": 1,
+    "ops": "+-",
+    "terms": 2,
+    "system_prompt": "Reply with only the final result, written as \\boxed{N}. For example: 3 + 4 = \\boxed{7}.",
+}
+
+
+def register_demo_task() -> None:
+    """arith-v0 with a shaped training reward: boxed-correct 1, any correct final number 0.5, boxing 0.25."""
+    from llmenv.registry import register_task
+    from llmenv.tasks.arith import generate_arith
+    from llmenv.verifiers.base import Rubric
+    from llmenv.verifiers.format import BoxedFormat
+    from llmenv.verifiers.math import MathVerifier
+
+    reward = Rubric(
+        {
+            "correct": (MathVerifier(), 1.0),
+            "number": (MathVerifier(fallback_last_number=True), 0.5),
+            "format": (BoxedFormat(), 0.25),
+        }
+    )
+    register_task(
+        DEMO_TRAIN_TASK,
+        source=generate_arith,
+        verifier=reward,
+        replace=True,
+        description="arith-v0 with the demo's shaped reward",
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -151,8 +181,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from llmenv.models import load_model, load_tokenizer
 
     console.print(
-        f"[bold]llmenv demo[/]: GRPO on {args.model}, task {DEMO_TASK} {DEMO_PARAMS}, reward = correct \\boxed "
-        f"answer + {args.format_weight} for using \\boxed{{}}"
+        f"[bold]llmenv demo[/]: GRPO on {args.model}, task {DEMO_TASK} {DEMO_PARAMS}. Training reward: correct "
+        "boxed answer 1 + correct final number 0.5 + using \\boxed{} 0.25. Accuracy = correct boxed answer."
     )
     started = time.perf_counter()
     tokenizer, model = load_tokenizer(args.model), load_model(args.model)
@@ -172,11 +202,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         before = accuracy(model)
     console.print(f"before: accuracy {before.pass_at_1:.1%} on {before.tasks} held-out problems")
     del model
+    register_demo_task()
     config = GRPOConfig(
-        task=DEMO_TASK,
+        task=DEMO_TRAIN_TASK,
         model=args.model,
         task_params=dict(DEMO_PARAMS),
-        format_weight=args.format_weight,
         steps=args.steps,
         prompts_per_step=args.prompts_per_step,
         group_size=args.group_size,
@@ -331,12 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="GRPO on the embedded SmolLM2: accuracy before and after")
     demo.add_argument("--model", default="smollm2-135m")
-    demo.add_argument("--steps", type=int, default=16)
+    demo.add_argument("--steps", type=int, default=12)
     demo.add_argument("--prompts-per-step", type=int, default=8)
     demo.add_argument("--group-size", type=int, default=4)
-    demo.add_argument("--max-new-tokens", type=int, default=48)
-    demo.add_argument("--lr", type=float, default=3e-6)
-    demo.add_argument("--format-weight", type=float, default=0.2)
+    demo.add_argument("--max-new-tokens", type=int, default=32)
+    demo.add_argument("--lr", type=float, default=1e-5)
     demo.add_argument("--eval-n", type=int, default=64, help="held-out problems for the before/after accuracy")
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--seed", type=int, default=0)
