@@ -238,7 +238,7 @@ def policy_loss(
     loss = state.aggregate_fn(per_token, mask)
     stats = {
         "kl": float(losses.masked_mean(kl.detach(), mask)),
-        "entropy": float(losses.masked_mean(entropy, mask)) if entropy is not None else 0.0,
+        "entropy": float(losses.masked_mean(entropy.detach(), mask)) if entropy is not None else 0.0,
         "clip_fraction": float(losses.masked_mean(clipped.float(), mask)),
     }
     return loss, stats

@@ -436,6 +436,10 @@ def test_prepared_runs_are_cleaned_up_on_close():
         assert len(host_pids_with(marker)) >= 3
     finally:
         box.close()
+    # the kernel kills the nested namespaces' processes when their init dies, asynchronously
+    deadline = time.monotonic() + 3
+    while host_pids_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert host_pids_with(marker) == []
 
 
