@@ -32,7 +32,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP = 0x10000000, 0x20000000, 0x40000000, 0x02000000
@@ -562,17 +562,13 @@ class Server:
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            code = 70
-            try:
+
+            def start() -> None:
                 os.close(out_r), os.close(err_r), os.close(st_r)
                 os.setsid()
                 self._exec_user(header, files, limits, stdin_fd, out_w, err_w, workdir, tmpdir)
-            except BaseException as exc:
-                try:
-                    os.write(st_w, (json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
-                finally:
-                    os._exit(code)
-            os._exit(code)
+
+            _child_main(start, st_w)
         for fd in (stdin_fd, out_w, err_w, st_w):
             os.close(fd)
         done_fd = os.pidfd_open(pid)
@@ -610,17 +606,13 @@ class Server:
                 os.close(fd)
             raise
         if pid == 0:
-            code = 70
-            try:
+
+            def start() -> None:
                 # nothing of the server or of a run in flight: only this run's own ends
                 _close_all_but(stdin_fd, req_r, out_w, err_w, st_w)
                 self._create(req_r, stdin_fd, out_w, err_w, st_w)
-            except BaseException as exc:
-                try:
-                    os.write(st_w, (json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
-                finally:
-                    os._exit(code)
-            os._exit(code)
+
+            _child_main(start, st_w)
         for fd in (req_r, out_w, err_w, st_w):
             os.close(fd)
         return _Slot(pid, req_w, out_r, err_r, st_r, stdin_fd)
@@ -949,6 +941,18 @@ class Server:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         _run_python_main(os.path.join(workdir, "main.py"), workdir)
+
+
+def _child_main(start: Any, status_fd: int) -> NoReturn:
+    """Run a forked child's `start()`; report an exception on `status_fd`; never return to the caller."""
+    try:
+        start()
+    except BaseException as exc:
+        try:
+            os.write(status_fd, (json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
+        finally:
+            os._exit(70)
+    os._exit(70)
 
 
 def _close_all_but(*keep: int) -> None:
