@@ -4,7 +4,9 @@ Tools are plain functions with type hints and a Google-style docstring; transfor
 into JSON schemas. The schemas reach the model through the chat template's `tools=` argument
 when the template renders them, else through the system-prompt block `TOOLS_PROMPT` below.
 Calls are parsed from the Hermes format `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`
-(several per turn allowed); each result comes back as a `tool`-role message. A malformed call,
+(several per turn allowed), or, when the tokenizer defines its own format through a transformers
+`response_template` (read by `tokenizer.parse_response`), from that format; `call_format` picks
+one. Each result comes back as a `tool`-role message. A malformed call,
 an unknown tool, bad arguments, a tool exception, a timeout or an exhausted call budget comes
 back to the model as an error message and is counted in `info["tool_errors"]`, never a crash.
 A turn without a tool call is the final answer and is scored by the verifier. Tools run on the
@@ -34,7 +36,17 @@ TOOLS_PROMPT = (
     "</tool_call>. Each result comes back in a message from the tool. When you have the answer, reply "
     "without a tool call."
 )
-"""The system-prompt block that lists the tools for chat templates that ignore `tools=`."""
+"""The system-prompt block that lists the tools for chat templates that ignore `tools=` (Hermes calls)."""
+
+TOOLS_LIST_PROMPT = (
+    "You can call these tools:\n<tools>\n{schemas}\n</tools>\n"
+    "Each result comes back in a message from the tool. When you have the answer, reply without a tool call."
+)
+"""The block used instead of `TOOLS_PROMPT` when calls are parsed in the tokenizer's own format."""
+
+CALL_FORMATS = ("auto", "hermes", "template")
+"""`call_format` values: "template" parses with the tokenizer's `response_template`, "hermes" with
+`parse_tool_calls`, "auto" picks "template" when the tokenizer has a response template, else "hermes"."""
 
 _CALL_RE = re.compile(r"<tool_call>(.*?)(</tool_call>|$)", re.S)
 _MAX_RESULT_CHARS = 4000
@@ -70,6 +82,32 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
     return calls
 
 
+def parse_template_tool_calls(
+    tokenizer: Any, text: str, prefix: str, tools: Sequence[Mapping[str, Any]] | None = None
+) -> list[ToolCall]:
+    """The calls in `text` as the tokenizer's `response_template` defines them (`prefix`: the prompt before it).
+
+    A response the template cannot parse counts as one malformed call, so the model hears why.
+    """
+    try:
+        message = tokenizer.parse_response(text, prefix=prefix, tools=list(tools) if tools else None)
+    except Exception as exc:  # noqa: BLE001 - transformers raises ValueError/KeyError for off-format output
+        return [_malformed(f"the tool call does not follow the chat format ({describe_exception(exc)})")]
+    raw_calls = message.get("tool_calls") or [] if isinstance(message, dict) else []
+    if not isinstance(raw_calls, list):
+        raw_calls = [raw_calls]
+    return [_from_template_call(raw) for raw in raw_calls]
+
+
+def _from_template_call(raw: Any) -> ToolCall:
+    """A ToolCall from one parsed call: `{"name", "arguments"}`, optionally wrapped as `{"function": {...}}`."""
+    if isinstance(raw, dict) and isinstance(raw.get("function"), dict):
+        raw = raw["function"]
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        return _malformed('a tool call must name the tool with a string "name"')
+    return _checked_call(raw["name"], raw.get("arguments", {}))
+
+
 def _malformed(error: str) -> ToolCall:
     return ToolCall("", {}, error)
 
@@ -81,15 +119,19 @@ def _parse_call(body: str) -> ToolCall:
         return _malformed(f"the tool call is not valid JSON ({exc.msg} at column {exc.colno})")
     if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
         return _malformed('a tool call must be a JSON object with a string "name"')
-    arguments = payload.get("arguments", {})
+    return _checked_call(payload["name"], payload.get("arguments", {}))
+
+
+def _checked_call(name: str, arguments: Any) -> ToolCall:
+    """The call of `name`, or a malformed one when `arguments` is not a JSON object (or a string holding one)."""
     if isinstance(arguments, str):  # some models emit the arguments as a JSON string
         try:
             arguments = json.loads(arguments)
         except json.JSONDecodeError:
             pass
     if not isinstance(arguments, dict):
-        return _malformed(f'the "arguments" of {payload["name"]!r} must be a JSON object')
-    return ToolCall(payload["name"], arguments)
+        return _malformed(f'the "arguments" of {name!r} must be a JSON object')
+    return ToolCall(name, arguments)
 
 
 def _argument_error(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> str | None:
@@ -116,6 +158,8 @@ class ToolEnv(DialogueEnv):
         tools: typed, documented Python functions the policy may call.
         max_tool_calls: calls allowed per episode; later calls get an error result.
         tool_timeout_s: wall-clock bound of each call.
+        call_format: how calls are parsed, one of CALL_FORMATS ("auto": the tokenizer's own format when
+            it defines a `response_template`, else Hermes).
         max_turns: policy turns (tool-calling turns included) before truncation.
     """
 
@@ -123,6 +167,7 @@ class ToolEnv(DialogueEnv):
         "tools",
         "max_tool_calls",
         "tool_timeout_s",
+        "call_format",
     }
 
     def __init__(
@@ -134,6 +179,7 @@ class ToolEnv(DialogueEnv):
         tools: Sequence[Callable[..., Any]],
         max_tool_calls: int = 8,
         tool_timeout_s: float = 10.0,
+        call_format: str = "auto",
         max_turns: int = 6,
         **kwargs: Any,
     ) -> None:
@@ -151,6 +197,17 @@ class ToolEnv(DialogueEnv):
         self.tools = {fn.__name__: fn for fn in tools}
         self.schemas = {name: tool_schema(fn) for name, fn in self.tools.items()}
         self.max_tool_calls = max_tool_calls
+        if call_format not in CALL_FORMATS:
+            raise TaskConfigError(f"call_format must be one of {CALL_FORMATS}, got {call_format!r}")
+        has_template = getattr(self.tokenizer, "response_template", None) is not None
+        if call_format == "template" and not has_template:
+            raise TaskConfigError(
+                'call_format="template" needs a tokenizer with a `response_template` (transformers 5 '
+                'response parsing); this one has none: use call_format="hermes"'
+            )
+        self._parsed: tuple[tuple[str, int], list[ToolCall]] | None = None
+        use_template = call_format == "template" or (call_format == "auto" and has_template)
+        self.call_format = "template" if use_template else "hermes"
         self.tool_timeout_s = tool_timeout_s
         with_tools = ChatCodec(
             self.tokenizer, chat_template=kwargs.get("chat_template"), tools=list(self.schemas.values())
@@ -165,17 +222,31 @@ class ToolEnv(DialogueEnv):
         messages = super().prompt_messages(task)
         if self.template_shows_tools:
             return messages
-        block = TOOLS_PROMPT.format(schemas="\n".join(json.dumps(s) for s in self.schemas.values()))
+        prompt = TOOLS_PROMPT if self.call_format == "hermes" else TOOLS_LIST_PROMPT
+        block = prompt.format(schemas="\n".join(json.dumps(s) for s in self.schemas.values()))
         if messages and messages[0]["role"] == "system":
             return [{"role": "system", "content": f"{messages[0]['content']}\n\n{block}"}, *messages[1:]]
         return [{"role": "system", "content": block}, *messages]
 
     def needs_verdict(self, pending: PendingStep) -> bool:
         """Only a turn without tool calls is a final answer to verify."""
-        return "<tool_call>" not in pending.completion
+        if self.call_format == "hermes":
+            return "<tool_call>" not in pending.completion
+        return not self.parse_calls(pending.completion, self._messages)
+
+    def parse_calls(self, completion: str, history: Sequence[Message]) -> list[ToolCall]:
+        """The calls written in `completion`, the assistant turn that answers `history`, in this env's format."""
+        if self.call_format == "hermes":
+            return parse_tool_calls(completion)
+        key = (completion, len(history))
+        if self._parsed is None or self._parsed[0] != key:  # needs_verdict and the reply parse the same turn
+            prefix = self.codec.render(history)
+            calls = parse_template_tool_calls(self.tokenizer, completion, prefix, list(self.schemas.values()))
+            self._parsed = (key, calls)
+        return self._parsed[1]
 
     def _respond(self, ctx: TurnContext) -> EnvReply:
-        calls = parse_tool_calls(ctx.completion)
+        calls = self.parse_calls(ctx.completion, ctx.messages[:-1])
         if not calls:
             return EnvReply(done=True, reason="answered")
         errors: Counter[str] = Counter(ctx.state.get("tool_errors", {}))

@@ -161,3 +161,74 @@ def test_check_env_passes(tok):
 
 def test_tools_prompt_is_documented():
     assert "{schemas}" in TOOLS_PROMPT
+
+
+# A tokenizer-defined call format (transformers' `response_template`), unlike Hermes: `[CALLS]` then a JSON list.
+CALLS_TEMPLATE = {
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "content": {"content": "text"},
+        "tool_calls": {
+            "open": "[CALLS]",
+            "content": "json",
+            "transform_each": True,
+            "transform": {"type": "function", "function": {"name": "{name}", "arguments": "{arguments}"}},
+        },
+    },
+}
+
+
+@pytest.fixture
+def tok_own_format(tok):
+    import copy
+
+    own = copy.deepcopy(tok)
+    own.response_template = CALLS_TEMPLATE
+    return own
+
+
+def test_calls_in_the_tokenizers_own_format_are_parsed_with_its_response_template(tok_own_format):
+    env = make_env(tok_own_format)
+    _, info = env.reset(seed=0)
+    assert env.call_format == "template"
+    assert "<tool_call>" not in info["text"] and '"name": "add"' in info["text"]  # tools listed, no Hermes syntax
+    _, reward, terminated, _, info = env.step('Let me add. [CALLS][{"name": "add", "arguments": {"a": 2, "b": 3}}]')
+    assert not terminated and reward == 0.0
+    assert info["env_messages"] == [{"role": "tool", "content": "5"}] and info["tool_calls"] == 1
+    # A Hermes call is plain text to this tokenizer's format: it is the final answer, and it is verified.
+    _, reward, terminated, _, info = env.step(call("add", a=2, b=3) + " so 5")
+    assert terminated and reward == 1.0 and info["stop_reason"] == "answered"
+
+
+def test_string_arguments_are_cast_by_the_tool_schema_in_the_own_format(tok_own_format):
+    env = make_env(tok_own_format)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step('[CALLS][{"name": "add", "arguments": {"a": "2", "b": 3}}]')
+    assert info["env_messages"] == [{"role": "tool", "content": "5"}] and info["tool_errors"] == {}
+
+
+@pytest.mark.parametrize(
+    ("completion", "kind", "message"),
+    [
+        ('[CALLS][{"name": "add", "argu', "malformed", "does not follow the chat format"),
+        ('[CALLS][{"nme": "add"}]', "malformed", "does not follow the chat format"),
+        ('[CALLS][{"name": "add", "arguments": [1]}]', "malformed", "must be a JSON object"),
+        ('[CALLS][{"name": "mul", "arguments": {}}]', "unknown_tool", "unknown tool 'mul'"),
+        ('[CALLS][{"name": "add", "arguments": {"a": 1}}]', "bad_arguments", "missing ['b']"),
+    ],
+)
+def test_own_format_errors_come_back_as_turns(tok_own_format, completion, kind, message):
+    env = make_env(tok_own_format)
+    env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(completion)
+    assert not terminated and not truncated and reward == 0.0
+    assert info["tool_errors"] == {kind: 1} and message in info["env_messages"][0]["content"]
+
+
+def test_call_format_is_checked(tok, tok_own_format):
+    assert make_env(tok).call_format == "hermes"
+    assert make_env(tok_own_format, call_format="hermes").call_format == "hermes"
+    with pytest.raises(TaskConfigError, match="needs a tokenizer with a `response_template`"):
+        make_env(tok, call_format="template")
+    with pytest.raises(TaskConfigError, match="call_format must be one of"):
+        make_env(tok, call_format="json")
