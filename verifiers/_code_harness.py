@@ -16,8 +16,12 @@ tests], "entry_point", "timeout_s", "budget_s"}`. stdout, per job j: `<nonce> st
 nonce>` (the job nonce is drawn after the job's spawner forked), then `<job nonce> plan <n tests>`,
 one `<job nonce> result <i> <1|0> <reason, unicode-escaped>` per test and `<job nonce> done
 <"" | "timeout">`; or `<job nonce> fatal <reason>` when the tests themselves cannot be set up.
-Jobs run one after another; between two, every process a job left is killed (this process is a
-child subreaper) and, in LocalSandbox's private scratch dirs, every file it left is removed.
+Jobs run one after another, all of their candidates forked by one spawner that was forked before
+anything secret was read, so that no candidate process of any job ever held a test or a nonce.
+Between two jobs, every process the job left is killed (the spawner and this process are child
+subreapers), the spawner proves it was not tampered with (not stopped, same rlimits and priority),
+and, in LocalSandbox's private scratch dirs, every file the job left is removed; if any of that
+fails, the remaining jobs are left unreported (the verifier re-runs them alone).
 """
 
 import _signal
@@ -25,6 +29,7 @@ import _socket
 import builtins
 import marshal
 import os
+import resource as _resource
 import struct
 import sys
 import time
@@ -241,8 +246,17 @@ def _recv_fd(sock, size):
     return data, fds
 
 
+_RLIMITS = tuple(getattr(_resource, name) for name in dir(_resource) if name.startswith("RLIMIT_"))
+
+
+def _vitals():
+    """What another process of the run could change about this one from outside: rlimits and priority."""
+    return [_resource.getrlimit(r) for r in _RLIMITS], os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def _spawner(control):
-    """Fork a fresh candidate process per request; holds no nonce and no tests (forked before they were read)."""
+    """Fork a fresh candidate process per request (b"s"); kill every candidate and prove this process
+    untouched (b"k"). Holds no nonce and no tests: it was forked before they were read."""
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -250,8 +264,27 @@ def _spawner(control):
         keep = control.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, 1 << 20)
-        _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # candidates are reaped automatically
-        while control.recv(1):
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: a candidate's orphans stay ours to kill
+        vitals, cpus = _vitals(), os.sched_getaffinity(0)
+        while True:
+            request = control.recv(1)
+            while True:  # reap the candidates the harness killed, so they hold no pid and no process count
+                try:
+                    if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                        break
+                except ChildProcessError:
+                    break
+            if request == b"k":
+                clean = _kill_descendants()
+                try:
+                    os.sched_setaffinity(0, cpus)
+                except OSError:
+                    clean = False
+                control.send(b"1" if clean and _vitals() == vitals else b"0")
+                continue
+            if request != b"s":
+                return
             ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
             pid = os.fork()
             if pid == 0:
@@ -485,12 +518,34 @@ def _run_tests(nonce, payload, control):
 
 
 def _start_spawner():
+    """The spawner's pid and our end of its control socket."""
     control, spawner_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    if os.fork() == 0:
+    pid = os.fork()
+    if pid == 0:
         control.close()
         _spawner(spawner_end)
     spawner_end.close()
-    return control
+    return pid, control
+
+
+def _spawner_reset(pid, control):
+    """Between jobs: the spawner has killed every candidate and was not tampered with (bounded wait)."""
+    try:
+        os.kill(pid, _signal.SIGCONT)  # a candidate may have stopped it
+        with _alarm(2.0):
+            control.send(b"k")
+            return control.recv(1) == b"1"
+    except (_TestTimeout, OSError):
+        return False
+
+
+def _prctl(option, value):
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(option, value, 0, 0, 0)
+    except Exception:  # noqa: BLE001 - without prctl there is nothing more to do
+        pass
 
 
 def _children():
@@ -504,10 +559,10 @@ def _children():
     return pids
 
 
-def _kill_descendants():
-    """Kill every process a job left; orphans come back to us as we are a child subreaper."""
+def _kill_descendants(keep=()):
+    """Kill every child but `keep`, and every orphan that comes back to us as a child subreaper."""
     for _ in range(100):
-        pids = _children()
+        pids = [pid for pid in _children() if pid not in keep]
         for pid in pids:
             try:
                 os.kill(pid, 9)
@@ -541,14 +596,8 @@ def _wipe(path):
 
 def main():
     """Run each job's tests against its candidate and report on stdout."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/<pid>/fd, mem or ptrace of us
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: a job's orphans stay ours to kill
-    except Exception:  # noqa: BLE001 - without prctl there is nothing more to do
-        pass
+    _prctl(4, 0)  # PR_SET_DUMPABLE 0: no /proc/<pid>/fd, mem or ptrace of us (nor of the spawner, our fork)
+    _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: a job's orphans stay ours to kill
     try:
         os.setsid()  # our own process group: a candidate's killpg(0) reaches no process outside this run
     except OSError:
@@ -562,22 +611,18 @@ def main():
             __import__(name)
         except Exception:  # noqa: BLE001 - the candidate or the tests will report it themselves
             pass
-    control = _start_spawner()  # before the secrets are read: a lone job's candidates never held them
+    spawner, control = _start_spawner()  # before the secrets are read: no candidate ever holds them
     secret = marshal.loads(_read_stdin())
     _signal.signal(_signal.SIGALRM, _on_alarm)
     private_scratch = cwd == "/sandbox"  # LocalSandbox: /sandbox, /tmp and /dev/shm are this run's own tmpfs
     for j, job in enumerate(secret["jobs"]):
-        if control is None:
-            control = _start_spawner()
-        job_nonce = os.urandom(16).hex()  # drawn after this job's spawner forked
+        job_nonce = os.urandom(16).hex()
         _emit(secret["nonce"], "start", f"{j} {job_nonce}")
         _run_tests(job_nonce, job, control)
-        control.close()
-        control = None
-        clean = _kill_descendants()
         if j + 1 < len(secret["jobs"]):
-            if not clean:
-                return  # processes we cannot kill could touch the next job: leave the rest unreported
+            reset = _spawner_reset(spawner, control)
+            if not (_kill_descendants(keep=(spawner,)) and reset):
+                return  # the next job could be touched by what this one left: leave the rest unreported
             if private_scratch:
                 for path in ("/sandbox", "/tmp", "/dev/shm"):
                     _wipe(path)

@@ -292,3 +292,69 @@ def test_shared_runs_give_the_same_verdicts_and_a_killer_cannot_sink_its_neighbo
     verdicts = shared.verify_batch(completions, tasks)
     assert [v.reward for v in verdicts] == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, pytest.approx(1 / 3)]
     assert all(v.error is None for v in verdicts)
+
+
+def test_verify_batch_shares_runs_evenly_across_workers_by_default(verifier):
+    class Counting:
+        workers = 2
+
+        def __init__(self, inner):
+            self.inner, self.sizes = inner, []
+
+        def run(self, *args, **kwargs):
+            result = self.inner.run(*args, **kwargs)
+            self.sizes.append(result.stdout.count(" start "))
+            return result
+
+    counting = Counting(verifier.sandbox)
+    batched = CodeVerifier(counting, limits=verifier.limits, per_test_timeout_s=1.0)
+    completions = [fenced(GOOD if i % 3 else "def add(a, b):\n    return a - b\n") for i in range(9)]
+    verdicts = batched.verify_batch(completions, [ADD_ASSERTS] * 9)
+    assert [v.reward for v in verdicts] == [0.25 if i % 3 == 0 else 1.0 for i in range(9)]
+    assert sorted(counting.sizes) == [4, 5]  # two shared runs (one per worker) of even sizes
+    one_each = CodeVerifier(counting, limits=verifier.limits, per_test_timeout_s=1.0, programs_per_run=1)
+    counting.sizes.clear()
+    one_each.verify_batch(completions[:3], [ADD_ASSERTS] * 3)
+    assert counting.sizes == [1, 1, 1]
+
+# Finds any string holding the tests' marker in its own process's memory (the marker is split here so
+# that the candidate's own source does not contain it).
+SNOOP = """import gc
+MARK = "SECRET" + "_MARKER_7391"
+def _seen():
+    for o in gc.get_objects():
+        items = o.values() if isinstance(o, dict) else o if isinstance(o, (list, tuple)) else ()
+        try:
+            if any(isinstance(v, (str, bytes)) and v is not MARK and MARK in str(v) for v in items):
+                return True
+        except Exception:
+            pass
+    return False
+def add(a, b):
+    return 0 if _seen() else a + b
+"""
+
+
+def test_no_program_of_a_shared_run_holds_any_tests_in_memory():
+    marked = Task("Write add(a, b).", tests=["assert add(1, 2) == 3  # SECRET_MARKER_7391", "assert add(2, 2) == 4"])
+    shared = CodeVerifier(limits=Limits(wall_time_s=10.0), per_test_timeout_s=2.0, programs_per_run=4)
+    verdicts = shared.verify_batch([fenced(SNOOP)] * 4, [marked] * 4, max_workers=1)
+    assert [v.reward for v in verdicts] == [1.0] * 4
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "os.kill(os.getppid(), signal.SIGSTOP)",  # stops the process that forks the next candidates
+        "resource.prlimit(os.getppid(), resource.RLIMIT_NPROC, (1, 1))",  # so that it cannot fork them
+        "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",  # so that the next programs run slowly
+    ],
+)
+def test_a_program_that_tampers_with_the_shared_spawner_cannot_fail_the_next_ones(tamper):
+    shared = CodeVerifier(limits=Limits(wall_time_s=10.0), per_test_timeout_s=2.0, programs_per_run=3)
+    bad = fenced(f"import os, resource, signal\n{tamper}\n" + GOOD)
+    untouched = fenced("import os\ndef add(a, b):\n    return a + b if os.getpriority(os.PRIO_PROCESS, 0) == 0 else 0\n")
+    started = time.perf_counter()
+    verdicts = shared.verify_batch([bad, untouched, untouched], [ADD_ASSERTS] * 3, max_workers=1)
+    assert [v.reward for v in verdicts] == [1.0, 1.0, 1.0] and all(v.error is None for v in verdicts)
+    assert time.perf_counter() - started < 20
