@@ -70,7 +70,9 @@ class GRPOConfig:
     resume: bool = False
     """Continue from out/checkpoint, appending to metrics.jsonl."""
     save_every: int = 10
-    """Checkpoint every this many steps (and at the end)."""
+    """Checkpoint every this many steps (and at the end, unless save_final is off)."""
+    save_final: bool = True
+    """Checkpoint after the last step too (off: only every save_every steps, like TRL's save_strategy="no")."""
     epochs: int = 1
     """Optimisation passes over each rollout; >1 stores old log-probs with an extra forward pass."""
     micro_batch: int = 8
@@ -173,7 +175,11 @@ def build(config: GRPOConfig) -> TrainState:
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    if torch.device(device).type == "cpu":
+        with torch.no_grad():  # weights loaded on CPU can be a read-only file mapping: copy them once,
+            for p in trainable:  # or the first optimizer step pays a page fault per 4 KiB (~2 s for 135M)
+                p.data = p.data.clone()
+    optimizer = _adamw(trainable, config, torch.device(device))
     extra: dict[str, Any] = {}
     if config.format_weight:
         extra["verifier"] = Rubric(
@@ -202,6 +208,12 @@ def build(config: GRPOConfig) -> TrainState:
         advantage_fn=losses.ADVANTAGES[config.advantage],
         aggregate_fn=aggregate,
     )
+
+
+def _adamw(params: list[torch.nn.Parameter], config: GRPOConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, with torch's fused kernel where it has one (on CPU one step is ~4x faster than the default)."""
+    fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.bfloat16) for p in params)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def _constant_aggregation(max_tokens: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -348,7 +360,7 @@ def train(config: GRPOConfig, *, progress: bool = True) -> TrainState:
                 completed=state.step,
                 status=f"reward {metrics['reward_mean']:.3f} loss {metrics['loss']:+.4f} {metrics['step_time_s']:.1f}s",
             )
-            if state.step % config.save_every == 0 or state.step == config.steps:
+            if state.step % config.save_every == 0 or (config.save_final and state.step == config.steps):
                 save_checkpoint(
                     out,
                     model=state.model,

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from llmenv.agents.scoring import MIN_SHARED_PREFIX, cache_argument, shared_prefix_cache, shared_prefix_length
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -100,9 +102,17 @@ class HFPolicy:
             input_ids[row, width - len(prompt) :] = torch.as_tensor(list(prompt), dtype=torch.long)
             attention[row, width - len(prompt) :] = 1
         greedy = sampling.temperature == 0
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        prefill: dict[str, Any] = {}
+        prefix = shared_prefix_length(input_ids, attention)
+        if prefix >= MIN_SHARED_PREFIX:  # e.g. one GRPO group: the prompt's prefill runs once, not once per row
+            shared = shared_prefix_cache(self.model, input_ids[:1, :prefix], len(prompts))
+            if shared is not None:
+                prefill[cache_argument(self.model)] = shared[1]
         result = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention.to(self.device),
+            input_ids=input_ids,
+            attention_mask=attention,
+            **prefill,
             do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,
             top_p=None if greedy else sampling.top_p,

@@ -4,13 +4,17 @@ Learners need log p(token) only where the loss mask is 1. Running the LM head on
 materialises a (tokens x vocabulary) matrix, 49k columns for SmolLM2, which dominated the
 CPU cost of a training step. Here the decoder runs once, its hidden states are sliced to the
 positions that predict policy tokens, and the LM head runs on those rows only, in chunks, so
-no full-vocabulary log-softmax over the batch ever exists. This module scores; it never samples
-or updates weights.
+no full-vocabulary log-softmax over the batch ever exists. Rows that start with the same tokens
+(a GRPO group shares its prompt; every row shares the chat template's system block) run that
+prefix through the decoder once: its keys and values are expanded to every row, and gradients
+from all rows flow back into the one prefix pass. This module scores; it never samples or
+updates weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,7 +59,7 @@ def completion_logprobs(
     """
     decoder, head = _parts(model)
     with maybe_autocast(input_ids.device, bf16):
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+        hidden = _hidden_states(decoder, input_ids, attention_mask)  # (B, L, H)
     targets = loss_mask[:, 1:].bool()  # (B, L-1) positions whose next token is a policy token
     rows = hidden[:, :-1][targets]  # (N, H)
     ids = input_ids[:, 1:][targets]  # (N,)
@@ -79,3 +83,50 @@ def completion_logprobs(
         if entropies:
             entropy[:, 1:][targets] = torch.cat(entropies)
     return logp, entropy
+
+
+MIN_SHARED_PREFIX = 8
+"""Shorter common prefixes are not worth a second decoder call."""
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many leading positions every row shares (same ids, all attended), leaving each row one of its own."""
+    if input_ids.shape[0] < 2 or input_ids.shape[1] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0)  # (L,)
+    return min(int(same.long().cumprod(0).sum()), input_ids.shape[1] - 1)
+
+
+def cache_argument(module: Any) -> str:
+    """The keyword a transformers module takes its KV cache by ("cache" from 5.23 on, else "past_key_values")."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def shared_prefix_cache(module: Any, prefix_ids: torch.Tensor, rows: int) -> tuple[Any, Any] | None:
+    """Run a (1, P) prefix through `module` once; return (its output, its KV cache expanded to `rows` rows).
+
+    None when the model's cache does not keep per-layer key/value tensors this can expand.
+    """
+    out = module(input_ids=prefix_ids, use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
+        return None
+    for layer in layers:  # (1, heads, P, d) -> (rows, heads, P, d) views; backward sums the rows' gradients
+        layer.keys = layer.keys.expand(rows, -1, -1, -1)
+        layer.values = layer.values.expand(rows, -1, -1, -1)
+    return out, cache
+
+
+def _hidden_states(decoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's last hidden states (B, L, H), running a prefix shared by all rows only once."""
+    prefix = shared_prefix_length(input_ids, attention_mask)
+    shared = None
+    if prefix >= MIN_SHARED_PREFIX and not getattr(decoder, "gradient_checkpointing", False):
+        shared = shared_prefix_cache(decoder, input_ids[:1, :prefix], input_ids.shape[0])
+    if shared is None:
+        return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    head, cache = shared
+    rest = {"input_ids": input_ids[:, prefix:], "attention_mask": attention_mask, cache_argument(decoder): cache}
+    tail = decoder(**rest, use_cache=True).last_hidden_state  # (B, L - P, H)
+    return torch.cat([head.last_hidden_state.expand(input_ids.shape[0], -1, -1), tail], dim=1)  # (B, L, H)

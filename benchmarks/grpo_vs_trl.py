@@ -18,8 +18,8 @@ time covers interpreter start, imports, model load, the steps and teardown), one
   `clip_low=0.2`, `clip_high=0.28`, `advantage="std"`; token-level ratios, one pass per batch
   (`num_iterations=1` / `epochs=1`), beta=0 (no reference model), AdamW lr 1e-6 constant,
   weight decay 0, grad-norm clip 1.0, no gradient checkpointing, no bf16, no vLLM, no saving
-  (TRL `save_strategy="no"`; llmenv `save_every` > steps, but `train` always writes a final
-  checkpoint, which is timed and reported separately).
+  (TRL `save_strategy="no"`; llmenv `save_every` > steps and `save_final=False`; a checkpoint, if
+  one were written, would be timed and reported separately).
 
 Inside each process the steps are timed too: llmenv's `train_step` (rollout = env reset + generate +
 env step/verify, then update), TRL's optimizer step from `on_step_begin` to `on_step_end`
@@ -145,6 +145,7 @@ def worker_ours(spec: dict, result_path: str, entered: float) -> None:
             seed=spec["seed"],
             out=out,
             save_every=1000,
+            save_final=False,
             epochs=1,
             micro_batch=8,
             advantage="std",

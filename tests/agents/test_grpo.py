@@ -73,6 +73,11 @@ def test_two_steps_change_the_weights_and_write_metrics_plot_and_checkpoint(tiny
     assert (tmp_path / "reward.png").exists() and (tmp_path / "checkpoint" / "model.safetensors").exists()
 
 
+def test_the_final_checkpoint_can_be_left_out(tiny_dir, tmp_path):
+    run(tiny_dir, tmp_path, steps=1, save_every=5, save_final=False)
+    assert (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "checkpoint").exists()
+
+
 def tiny_llama_from(path):
     from llmenv.models import load_model
 

@@ -44,6 +44,27 @@ def test_logprobs_are_those_of_the_model_at_temperature_one(policy, tok):
         np.testing.assert_allclose(g.logprobs, expected.numpy(), atol=2e-4)
 
 
+def test_a_group_of_identical_prompts_is_prefilled_once_with_the_same_results(policy, tok, monkeypatch):
+    group = [prompts(tok)[1]] * 3  # one GRPO group: the same prompt three times
+    sampled = SamplingParams(max_new_tokens=8, temperature=1.0, seed=5)
+    shapes = []
+    forward = policy.model.forward
+
+    def counting(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(policy.model, "forward", counting)
+    out = policy.generate(group, sampled)
+    assert shapes[0] == (1, len(group[0]) - 1) and shapes[1] == (3, 1)  # shared prefill, then per-row tokens
+    for g in out:  # each row's log-probs are still those of an unshared forward pass
+        ids = torch.tensor([group[0] + g.tokens.tolist()])
+        with torch.no_grad():
+            logits = forward(ids).logits[0, len(group[0]) - 1 : -1]  # (T, V)
+        expected = logits.log_softmax(-1).gather(-1, torch.tensor(g.tokens)[:, None])[:, 0]  # (T,)
+        np.testing.assert_allclose(g.logprobs, expected.numpy(), atol=2e-4)
+
+
 def test_greedy_is_deterministic_and_seeded_sampling_reproduces(policy, tok):
     batch = prompts(tok)
     greedy = SamplingParams(max_new_tokens=6, temperature=0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmenv.agents.scoring import completion_logprobs
+from llmenv.agents.scoring import completion_logprobs, shared_prefix_length
 from llmenv.models import tiny_llama
 
 
@@ -68,3 +68,55 @@ def test_empty_mask_gives_zeros(model):
     ids, attention, _ = batch()
     logp, _ = completion_logprobs(model, ids, attention, torch.zeros(ids.shape))
     assert logp.shape == ids.shape and (logp == 0).all()
+
+
+def group_batch():
+    """Four rows that share a 10-token prompt (a GRPO group), one of them right-padded."""
+    torch.manual_seed(1)
+    prompt = torch.randint(0, 400, (10,))
+    ids = torch.stack([torch.cat([prompt, torch.randint(0, 400, (6,))]) for _ in range(4)])  # (4, 16)
+    attention = torch.ones_like(ids)
+    attention[3, 13:] = 0
+    mask = torch.zeros(4, 16)
+    mask[:, 10:] = 1
+    mask[3, 13:] = 0
+    return ids, attention, mask
+
+
+def test_shared_prefix_length_counts_identical_attended_leading_tokens():
+    ids, attention, _ = group_batch()
+    assert shared_prefix_length(ids, attention) == 10
+    assert shared_prefix_length(ids[:1], attention[:1]) == 0  # one row shares nothing
+    same = ids[:1].repeat(3, 1)
+    assert shared_prefix_length(same, torch.ones_like(same)) == 15  # each row keeps one position of its own
+    left_padded = attention.clone()
+    left_padded[0, :2] = 0
+    assert shared_prefix_length(ids, left_padded) == 0
+
+
+def test_a_shared_prompt_runs_once_and_gives_the_same_values_and_gradients(model, monkeypatch):
+    ids, attention, mask = group_batch()
+    calls = []
+    decoder = model.get_decoder()
+    monkeypatch.setattr(decoder, "forward", _counting(decoder.forward, calls))
+    model.zero_grad()
+    logp, entropy = completion_logprobs(model, ids, attention, mask, with_entropy=True)
+    logp.sum().backward()
+    assert [shape for shape in calls] == [(1, 10), (4, 6)]  # the prompt once, then each row's own tokens
+    shared = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ref_logp, ref_entropy = reference(model, ids, attention, mask)
+    ref_logp.sum().backward()
+    torch.testing.assert_close(logp, ref_logp, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy, ref_entropy, atol=2e-5, rtol=1e-5)
+    for a, p in zip(shared, model.parameters()):
+        torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
+    model.zero_grad()
+
+
+def _counting(forward, calls):
+    def wrapped(*args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    return wrapped
