@@ -157,12 +157,27 @@ def build(config: GRPOConfig) -> TrainState:
     from llmenv.models import load_model, load_tokenizer
     from llmenv.registry import spec
     from llmenv.vector import VectorLLMEnv
-    from llmenv.verifiers.base import Rubric
+    from llmenv.verifiers.base import Rubric, prestart_verifier
     from llmenv.verifiers.format import BoxedFormat
 
     torch.manual_seed(config.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     tokenizer = load_tokenizer(config.model)
+    extra: dict[str, Any] = {}
+    if config.format_weight:
+        extra["verifier"] = Rubric(
+            {"correct": (spec(config.task).verifier, 1.0), "format": (BoxedFormat(), config.format_weight)}
+        )
+    env = VectorLLMEnv(
+        config.task,
+        config.prompts_per_step * config.group_size,
+        tokenizer,
+        group_size=config.group_size,
+        autoreset=False,
+        **config.task_params,
+        **extra,
+    )
+    prestart_verifier(env.envs[0].verifier)  # verifier workers boot while the model loads
     model = load_model(config.model, device=device)
     reference = None
     if config.beta > 0:
@@ -180,20 +195,6 @@ def build(config: GRPOConfig) -> TrainState:
             for p in trainable:  # or the first optimizer step pays a page fault per 4 KiB (~2 s for 135M)
                 p.data = p.data.clone()
     optimizer = _adamw(trainable, config, torch.device(device))
-    extra: dict[str, Any] = {}
-    if config.format_weight:
-        extra["verifier"] = Rubric(
-            {"correct": (spec(config.task).verifier, 1.0), "format": (BoxedFormat(), config.format_weight)}
-        )
-    env = VectorLLMEnv(
-        config.task,
-        config.prompts_per_step * config.group_size,
-        tokenizer,
-        group_size=config.group_size,
-        autoreset=False,
-        **config.task_params,
-        **extra,
-    )
     aggregate = losses.AGGREGATIONS[config.loss_aggregation]
     if config.loss_aggregation == "constant":
         aggregate = _constant_aggregation(config.max_new_tokens)

@@ -50,23 +50,17 @@ class RunLog:
 
     def plot(self, key: str = "reward_mean", filename: str = "reward.png") -> Path:
         """Draw `key` over steps to a PNG and return its path."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from llmenv.agents.plot import line_chart
 
         rows = [r for r in self.rows() if r.get(key) is not None]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", markersize=3)
-        ax.set_xlabel("step")
-        ax.set_ylabel(key)
-        ax.set_title(f"{key} over training steps")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = self.out / filename
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return line_chart(
+            [r["step"] for r in rows],
+            [r[key] for r in rows],
+            self.out / filename,
+            title=f"{key} over training steps",
+            xlabel="step",
+            ylabel=key,
+        )
 
     def close(self) -> None:
         """Flush and close TensorBoard."""

@@ -63,6 +63,13 @@ def call_verifier(
     return verdict
 
 
+def prestart_verifier(verifier: Any) -> None:
+    """Call `verifier.prestart()` when it has one: verifiers with worker processes start them in the background."""
+    prestart = getattr(verifier, "prestart", None)
+    if callable(prestart):
+        prestart()
+
+
 class Rubric:
     """A weighted sum of named verifiers that reports every part.
 
@@ -94,6 +101,11 @@ class Rubric:
                 raise VerifierError(f"Rubric part {name!r} has weight {spec[1]!r}; expected a finite number")
         self.parts = [(name, verifier, float(weight)) for name, (verifier, weight) in items]
         self.timeout_s = timeout_s
+
+    def prestart(self) -> None:
+        """Let every part that can start its workers ahead (see `prestart_verifier`) do so."""
+        for _, verifier, _ in self.parts:
+            prestart_verifier(verifier)
 
     def __call__(self, completion: str, task: Task) -> Verdict:
         """Score `completion` with every part; reward is the weighted sum of part rewards."""

@@ -486,6 +486,15 @@ os.register_at_fork(after_in_child=_reset_pool_in_child)
 atexit.register(lambda: _POOL.close())  # reap idle workers instead of leaving them to notice EOF
 
 
+def start_workers(workers: int = 1) -> None:
+    """Start slow-path workers without waiting: they boot while the caller goes on (e.g. loads a model)."""
+    with _POOL.lock:
+        wanted = min(workers, _POOL.max_idle) - len(_POOL.idle)
+    fresh = [_Worker() for _ in range(max(0, wanted))]
+    with _POOL.lock:
+        _POOL.idle.extend(fresh)
+
+
 def warm_up(workers: int = 1) -> None:
     """Start `workers` slow-path workers now, so the first real comparison does not pay their start-up."""
     deadline = time.monotonic() + 60.0
@@ -792,6 +801,10 @@ class MathVerifier:
     def __call__(self, completion: str, task: Task) -> Verdict:
         """Extract the answer from `completion` and compare it with `task.answer`."""
         return self.verify_batch([completion], [task], processes=1)[0]
+
+    def prestart(self) -> None:
+        """Start a slow-path worker in the background, so the first slow comparison does not wait for it."""
+        start_workers(1)
 
     def verify_batch(
         self, completions: Sequence[str], tasks: Sequence[Task], *, processes: int | None = None

@@ -283,3 +283,17 @@ def test_check_verifier_contract() -> None:
         ("no answer", Task("q", answer="3"), 0.0),
     ]
     check_verifier(MathVerifier(), cases)
+
+
+def test_prestart_boots_a_worker_in_the_background_that_then_serves_slow_comparisons():
+    from llmenv.verifiers import math as math_module
+
+    math_module._POOL.close()
+    started = time.perf_counter()
+    MathVerifier().prestart()
+    assert time.perf_counter() - started < 0.5  # it does not wait for the worker to boot
+    (worker,) = math_module._POOL.idle
+    assert not worker.ready and worker.proc.poll() is None
+    result = compare("\\frac{x^2-1}{x-1}", "x+1")
+    assert result.path == "slow" and result.equal
+    assert worker.ready and math_module._POOL.idle == [worker]  # the prestarted worker did the comparison
