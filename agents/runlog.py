@@ -50,17 +50,23 @@ class RunLog:
 
     def plot(self, key: str = "reward_mean", filename: str = "reward.png") -> Path:
         """Draw `key` over steps to a PNG and return its path."""
-        from llmenv.agents.plot import line_chart
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
         rows = [r for r in self.rows() if r.get(key) is not None]
-        return line_chart(
-            [r["step"] for r in rows],
-            [r[key] for r in rows],
-            self.out / filename,
-            title=f"{key} over training steps",
-            xlabel="step",
-            ylabel=key,
-        )
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", markersize=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key} over training steps")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = self.out / filename
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
 
     def close(self) -> None:
         """Flush and close TensorBoard."""

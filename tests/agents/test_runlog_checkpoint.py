@@ -6,12 +6,10 @@ import json
 import random
 
 import numpy as np
-import pytest
 import torch
 
 from llmenv.agents.checkpoint import load_checkpoint, save_checkpoint
 from llmenv.agents.evaluate import pass_at_k
-from llmenv.agents.plot import line_chart, nice_ticks
 from llmenv.agents.runlog import RunLog
 from llmenv.models import tiny_llama
 
@@ -56,26 +54,3 @@ def test_pass_at_k_unbiased_estimator():
     assert pass_at_k(4, 0, 1) == 0.0 and pass_at_k(4, 4, 2) == 1.0
     assert pass_at_k(4, 1, 1) == 0.25
     assert abs(pass_at_k(4, 1, 2) - 0.5) < 1e-12  # 1 - C(3,2)/C(4,2) = 1 - 3/6
-
-
-def test_nice_ticks_are_round_and_cover_the_range():
-    assert nice_ticks(0.0, 1.0, count=5) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert nice_ticks(1, 12, count=6, integer=True) == [0, 5, 10, 15]
-    assert nice_ticks(1, 3, count=6, integer=True) == [1, 2, 3]  # steps never get fractional ticks
-    ticks = nice_ticks(-0.03, 0.41)
-    assert ticks[0] <= -0.03 and ticks[-1] >= 0.41 and len(ticks) <= 7
-    assert nice_ticks(3.0, 3.0)[0] < 3.0 < nice_ticks(3.0, 3.0)[-1]  # a flat series still gets an axis
-    with pytest.raises(ValueError, match="finite"):
-        nice_ticks(0.0, float("nan"))
-
-
-def test_line_chart_writes_a_png_of_the_requested_size(tmp_path):
-    from PIL import Image
-
-    path = line_chart([1, 2, 3], [0.1, 0.5, 0.3], tmp_path / "r.png", title="t", xlabel="step", ylabel="reward")
-    with Image.open(path) as image:
-        assert image.format == "PNG" and image.size == (640, 380)
-        line_pixels = sum(1 for p in image.getdata() if p == (31, 119, 180))
-    assert line_pixels > 100  # the series was drawn
-    with pytest.raises(ValueError, match="x values"):
-        line_chart([1, 2], [0.1], tmp_path / "bad.png")
