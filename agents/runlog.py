@@ -50,13 +50,11 @@ class RunLog:
 
     def plot(self, key: str = "reward_mean", filename: str = "reward.png") -> Path:
         """Draw `key` over steps to a PNG and return its path."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # not pyplot: no global backend switch, and a lighter import
 
         rows = [r for r in self.rows() if r.get(key) is not None]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
         ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", markersize=3)
         ax.set_xlabel("step")
         ax.set_ylabel(key)
@@ -65,7 +63,6 @@ class RunLog:
         fig.tight_layout()
         path = self.out / filename
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
     def close(self) -> None:
