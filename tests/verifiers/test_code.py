@@ -346,6 +346,7 @@ def test_no_program_of_a_shared_run_holds_any_tests_in_memory():
     "tamper",
     [
         "os.kill(os.getppid(), signal.SIGSTOP)",  # stops the process that forks the next candidates
+        "os.kill(os.getppid(), signal.SIGKILL)",  # kills it
         "resource.prlimit(os.getppid(), resource.RLIMIT_NPROC, (1, 1))",  # so that it cannot fork them
         "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",  # so that the next programs run slowly
     ],
