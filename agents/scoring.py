@@ -4,7 +4,8 @@ Learners need log p(token) only where the loss mask is 1. Running the LM head on
 materialises a (tokens x vocabulary) matrix, 49k columns for SmolLM2, which dominated the
 CPU cost of a training step. Here the decoder runs once, its hidden states are sliced to the
 positions that predict policy tokens, and the LM head runs on those rows only, in chunks, so
-no full-vocabulary log-softmax over the batch ever exists. Rows that start with the same tokens
+no full-vocabulary log-softmax over the batch ever exists; with several chunks, each chunk's
+logits are recomputed in backward rather than kept, so memory stays at one chunk of logits. Rows that start with the same tokens
 (a GRPO group shares its prompt; every row shares the chat template's system block) run that
 prefix through the decoder once: its keys and values are expanded to every row, and gradients
 from all rows flow back into the one prefix pass. This module scores; it never samples or
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 
 
 def _parts(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -64,15 +66,17 @@ def completion_logprobs(
     rows = hidden[:, :-1][targets]  # (N, H)
     ids = input_ids[:, 1:][targets]  # (N,)
     logps, entropies = [], []
+    # With more than one chunk, each chunk's logits are recomputed in backward instead of kept:
+    # what backward holds is then (N, H) plus one chunk's (n, V), not all N x V logits.
+    recompute = torch.is_grad_enabled() and rows.requires_grad and rows.shape[0] > chunk_rows
     for start in range(0, rows.shape[0], chunk_rows):
-        with maybe_autocast(input_ids.device, bf16):
-            logits = head(rows[start : start + chunk_rows])  # (n, V)
-        logits = logits.float()
-        norm = logits.logsumexp(-1)  # (n,)
-        logps.append(logits.gather(-1, ids[start : start + chunk_rows, None])[:, 0] - norm)  # (n,)
+        chunk = (head, rows[start : start + chunk_rows], ids[start : start + chunk_rows], with_entropy, bf16)
+        if recompute:
+            logp_chunk, entropy = torch.utils.checkpoint.checkpoint(_score_rows, *chunk, use_reentrant=False)
+        else:
+            logp_chunk, entropy = _score_rows(*chunk)
+        logps.append(logp_chunk)
         if with_entropy:
-            probs = (logits - norm[:, None]).exp()  # (n, V)
-            entropy = norm - (probs * logits).sum(-1)  # (n,)
             entropies.append(entropy if entropy_grad else entropy.detach())
     flat = torch.cat(logps) if logps else hidden.new_zeros(0, dtype=torch.float32)  # (N,)
     logp = torch.zeros(loss_mask.shape, dtype=torch.float32, device=flat.device)  # (B, L)
@@ -83,6 +87,21 @@ def completion_logprobs(
         if entropies:
             entropy[:, 1:][targets] = torch.cat(entropies)
     return logp, entropy
+
+
+def _score_rows(
+    head: torch.nn.Module, rows: torch.Tensor, ids: torch.Tensor, with_entropy: bool, bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of `ids` (n,) under the LM head on hidden `rows` (n, H), and entropies (empty unless asked)."""
+    with maybe_autocast(rows.device, bf16):
+        logits = head(rows)  # (n, V)
+    logits = logits.float()
+    norm = logits.logsumexp(-1)  # (n,)
+    logp = logits.gather(-1, ids[:, None])[:, 0] - norm  # (n,)
+    if not with_entropy:
+        return logp, logp.new_zeros(0)
+    probs = (logits - norm[:, None]).exp()  # (n, V)
+    return logp, norm - (probs * logits).sum(-1)  # (n,), (n,)
 
 
 MIN_SHARED_PREFIX = 8

@@ -120,3 +120,34 @@ def _counting(forward, calls):
         return forward(*args, **kwargs)
 
     return wrapped
+
+
+def _saved_vocab_columns(model, chunk_rows):
+    """Elements of (., V) tensors autograd keeps for backward while scoring `batch()`."""
+    ids, attention, mask = batch()
+    vocab = model.get_output_embeddings().weight.shape[0]
+    kept = []
+
+    def pack(tensor):
+        if tensor.dim() >= 2 and tensor.shape[-1] == vocab:
+            kept.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logp, _ = completion_logprobs(model, ids, attention, mask, chunk_rows=chunk_rows, with_entropy=True)
+    return sum(kept), logp
+
+
+def test_several_chunks_keep_no_logits_for_backward_and_still_match(model):
+    whole, _ = _saved_vocab_columns(model, chunk_rows=4096)  # one chunk: its logits are kept (cheapest)
+    chunked, logp = _saved_vocab_columns(model, chunk_rows=4)  # several: recomputed in backward
+    assert whole > 0 and chunked == 0
+    model.zero_grad()
+    logp.sum().backward()
+    recomputed = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ids, attention, mask = batch()
+    reference(model, ids, attention, mask)[0].sum().backward()
+    for a, p in zip(recomputed, model.parameters()):
+        torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
+    model.zero_grad()
