@@ -93,7 +93,7 @@ def parse_template_tool_calls(
         message = tokenizer.parse_response(text, prefix=prefix, tools=list(tools) if tools else None)
     except Exception as exc:  # noqa: BLE001 - transformers raises ValueError/KeyError for off-format output
         return [_malformed(f"the tool call does not follow the chat format ({describe_exception(exc)})")]
-    raw_calls = message.get("tool_calls") or [] if isinstance(message, dict) else []
+    raw_calls = (message.get("tool_calls") or []) if isinstance(message, dict) else []
     if not isinstance(raw_calls, list):
         raw_calls = [raw_calls]
     return [_from_template_call(raw) for raw in raw_calls]
