@@ -8,6 +8,7 @@ computes losses or touches environments.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -106,7 +107,9 @@ class HFPolicy:
         prefill: dict[str, Any] = {}
         prefix = shared_prefix_length(input_ids, attention)
         if prefix >= MIN_SHARED_PREFIX:  # e.g. one GRPO group: the prompt's prefill runs once, not once per row
-            shared = shared_prefix_cache(self.model, input_ids[:1, :prefix], len(prompts))
+            takes_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+            head_once = {"logits_to_keep": 1} if takes_keep else {}  # the prefix's logits are never used
+            shared = shared_prefix_cache(self.model, input_ids[:1, :prefix], len(prompts), **head_once)
             if shared is not None:
                 prefill[cache_argument(self.model)] = shared[1]
         result = self.model.generate(

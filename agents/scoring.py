@@ -5,11 +5,11 @@ materialises a (tokens x vocabulary) matrix, 49k columns for SmolLM2, which domi
 CPU cost of a training step. Here the decoder runs once, its hidden states are sliced to the
 positions that predict policy tokens, and the LM head runs on those rows only, in chunks, so
 no full-vocabulary log-softmax over the batch ever exists; with several chunks, each chunk's
-logits are recomputed in backward rather than kept, so memory stays at one chunk of logits. Rows that start with the same tokens
-(a GRPO group shares its prompt; every row shares the chat template's system block) run that
-prefix through the decoder once: its keys and values are expanded to every row, and gradients
-from all rows flow back into the one prefix pass. This module scores; it never samples or
-updates weights.
+logits are recomputed in backward rather than kept, so memory stays at one chunk of logits.
+Rows that start with the same tokens (a GRPO group shares its prompt; every row shares the chat
+template's system block) run that prefix through the decoder once: its keys and values are
+expanded to every row, and gradients from all rows flow back into the one prefix pass. This
+module scores; it never samples or updates weights.
 """
 
 from __future__ import annotations
@@ -121,12 +121,14 @@ def cache_argument(module: Any) -> str:
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
-def shared_prefix_cache(module: Any, prefix_ids: torch.Tensor, rows: int) -> tuple[Any, Any] | None:
+def shared_prefix_cache(
+    module: Any, prefix_ids: torch.Tensor, rows: int, **kwargs: Any
+) -> tuple[Any, Any] | None:
     """Run a (1, P) prefix through `module` once; return (its output, its KV cache expanded to `rows` rows).
 
     None when the model's cache does not keep per-layer key/value tensors this can expand.
     """
-    out = module(input_ids=prefix_ids, use_cache=True)
+    out = module(input_ids=prefix_ids, use_cache=True, **kwargs)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     layers = getattr(cache, "layers", None)
     if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):

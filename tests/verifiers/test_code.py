@@ -354,7 +354,8 @@ def test_no_program_of_a_shared_run_holds_any_tests_in_memory():
 def test_a_program_that_tampers_with_the_shared_spawner_cannot_fail_the_next_ones(tamper):
     shared = CodeVerifier(limits=Limits(wall_time_s=10.0), per_test_timeout_s=2.0, programs_per_run=3)
     bad = fenced(f"import os, resource, signal\n{tamper}\n" + GOOD)
-    untouched = fenced("import os\ndef add(a, b):\n    return a + b if os.getpriority(os.PRIO_PROCESS, 0) == 0 else 0\n")
+    niceness_zero = "os.getpriority(os.PRIO_PROCESS, 0) == 0"
+    untouched = fenced(f"import os\ndef add(a, b):\n    return a + b if {niceness_zero} else 0\n")
     started = time.perf_counter()
     verdicts = shared.verify_batch([bad, untouched, untouched], [ADD_ASSERTS] * 3, max_workers=1)
     assert [v.reward for v in verdicts] == [1.0, 1.0, 1.0] and all(v.error is None for v in verdicts)
