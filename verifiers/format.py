@@ -19,15 +19,8 @@ from typing import Any
 from llmenv.errors import VerifierError
 from llmenv.types import Task, Verdict
 
-__all__ = [
-    "ThinkAnswerFormat",
-    "BoxedFormat",
-    "RegexFormat",
-    "JSONFormat",
-    "LengthBounds",
-    "boxed_contents",
-    "validate_json",
-]
+__all__ = ["ThinkAnswerFormat", "BoxedFormat", "RegexFormat", "JSONFormat", "LengthBounds", "boxed_contents",
+           "validate_json"]
 
 
 def _verdict(name: str, reason: str | None, **details: Any) -> Verdict:
@@ -63,7 +56,8 @@ class ThinkAnswerFormat:
     time_bounded = True
     name = "think_format"
 
-    def __init__(self, think_tag: str = "think", answer_tag: str | None = None, require_nonempty: bool = True) -> None:
+    def __init__(self, think_tag: str = "think", answer_tag: str | None = None,
+                 require_nonempty: bool = True) -> None:
         for label, tag in (("think_tag", think_tag), ("answer_tag", answer_tag)):
             if tag is not None and not (isinstance(tag, str) and _TAG_NAME.fullmatch(tag)):
                 raise VerifierError(f"{label} must be a tag name (letters, digits, _ or -), got {tag!r}")
@@ -169,9 +163,8 @@ class RegexFormat:
     time_bounded = True
     name = "regex"
 
-    def __init__(
-        self, pattern: str | re.Pattern[str], *, fullmatch: bool = False, flags: int = 0, max_chars: int = 100_000
-    ) -> None:
+    def __init__(self, pattern: str | re.Pattern[str], *, fullmatch: bool = False, flags: int = 0,
+                 max_chars: int = 100_000) -> None:
         try:
             self.pattern = re.compile(pattern, flags)
         except (re.error, TypeError, ValueError) as exc:
@@ -191,7 +184,8 @@ class RegexFormat:
         return _verdict(self.name, None, match=match.group())
 
 
-_TYPES = dict(object=dict, array=list, string=str, integer=int, number=(int, float), boolean=bool, null=type(None))
+_TYPES = dict(object=dict, array=list, string=str, integer=int, number=(int, float), boolean=bool,
+              null=type(None))
 
 
 def _is_count(arg: Any) -> bool:
@@ -204,10 +198,8 @@ def _is_number(arg: Any) -> bool:
 
 # keyword -> (is its argument usable, what it must be); annotations accept anything
 _KEYWORDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "type": (
-        lambda a: bool(a) and all(n in _TYPES for n in ([a] if isinstance(a, str) else a)),
-        f"a type name or a non-empty list of them, from {sorted(_TYPES)}",
-    ),
+    "type": (lambda a: bool(a) and all(n in _TYPES for n in ([a] if isinstance(a, str) else a)),
+             f"a type name or a non-empty list of them, from {sorted(_TYPES)}"),
     "properties": (lambda a: isinstance(a, Mapping), "a dict of schemas"),
     "required": (lambda a: isinstance(a, list) and all(isinstance(r, str) for r in a), "a list of names"),
     "additionalProperties": (lambda a: isinstance(a, bool), "a bool (sub-schemas are not supported)"),
@@ -217,9 +209,8 @@ _KEYWORDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     **dict.fromkeys(("minimum", "maximum"), (_is_number, "a number")),
     **dict.fromkeys(("minLength", "maxLength", "minItems", "maxItems"), (_is_count, "a non-negative int")),
     "pattern": (lambda a: bool(re.compile(a)), "a valid regular expression"),
-    **dict.fromkeys(
-        ("title", "description", "default", "examples", "$schema", "$id", "$comment"), (lambda a: True, "")
-    ),
+    **dict.fromkeys(("title", "description", "default", "examples", "$schema", "$id", "$comment"),
+                    (lambda a: True, "")),
 }
 
 
@@ -248,7 +239,8 @@ def _check_schema(schema: Any, where: str = "schema") -> None:
         raise VerifierError(f"{where} must be a dict, got {type(schema).__name__}")
     for key, arg in schema.items():
         if key not in _KEYWORDS:
-            raise VerifierError(f"{where}: unsupported JSON Schema keyword {key!r}; supported: {list(_KEYWORDS)}")
+            raise VerifierError(f"{where}: unsupported JSON Schema keyword {key!r}; "
+                                f"supported: {list(_KEYWORDS)}")
         usable, expected = _KEYWORDS[key]
         try:
             ok = usable(arg)
@@ -435,14 +427,8 @@ class LengthBounds:
     time_bounded = True
     name = "length"
 
-    def __init__(
-        self,
-        min_tokens: int | None = None,
-        max_tokens: int | None = None,
-        min_chars: int | None = None,
-        max_chars: int | None = None,
-        tokenizer: Any = None,
-    ) -> None:
+    def __init__(self, min_tokens: int | None = None, max_tokens: int | None = None,
+                 min_chars: int | None = None, max_chars: int | None = None, tokenizer: Any = None) -> None:
         self.min_tokens, self.max_tokens = _bound("min_tokens", min_tokens), _bound("max_tokens", max_tokens)
         self.min_chars, self.max_chars = _bound("min_chars", min_chars), _bound("max_chars", max_chars)
         for unit, low, high in (("tokens", min_tokens, max_tokens), ("chars", min_chars, max_chars)):
@@ -463,10 +449,8 @@ class LengthBounds:
         if self.tokenizer is not None:
             encoded = self.tokenizer.encode(completion, add_special_tokens=False)
             measured["tokens"] = len(getattr(encoded, "ids", encoded))
-        for unit, low, high in (
-            ("chars", self.min_chars, self.max_chars),
-            ("tokens", self.min_tokens, self.max_tokens),
-        ):
+        for unit, low, high in (("chars", self.min_chars, self.max_chars),
+                                ("tokens", self.min_tokens, self.max_tokens)):
             if low is not None and measured[unit] < low:
                 return _verdict(self.name, f"length {measured[unit]} {unit} < min {low}", **measured)
             if high is not None and measured[unit] > high:

@@ -289,11 +289,10 @@ def test_prestart_boots_a_worker_in_the_background_that_then_serves_slow_compari
     from llmenv.verifiers import math as math_module
 
     math_module._POOL.close()
-    started = time.perf_counter()
     MathVerifier().prestart()
-    assert time.perf_counter() - started < 0.5  # it does not wait for the worker to boot
     (worker,) = math_module._POOL.idle
-    assert not worker.ready and worker.proc.poll() is None
+    # it returned before the worker's "ready" greeting (booting Python and sympy takes far longer)
+    assert not worker.conn.poll(0) and worker.proc.poll() is None
     result = compare("\\frac{x^2-1}{x-1}", "x+1")
     assert result.path == "slow" and result.equal
     assert worker.ready and math_module._POOL.idle == [worker]  # the prestarted worker did the comparison
