@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from llmenv.agents import losses
+from llmenv.agents import collector, losses
 from llmenv.agents.checkpoint import load_checkpoint, save_checkpoint
 from llmenv.agents.policy import HFPolicy, SamplingParams
 from llmenv.agents.rollout import RolloutBatch, rollout, to_batch
@@ -334,9 +334,18 @@ def _select(batch: RolloutBatch, rows: torch.Tensor) -> RolloutBatch:
 
 def train(config: GRPOConfig, *, progress: bool = True) -> TrainState:
     """Run GRPO for `config.steps` steps, writing metrics, plot and checkpoints to `config.out`."""
+    with collector.paused():  # loading allocates ~10^5 long-lived objects; collecting mid-load finds no garbage
+        state = build(config)
+    with collector.frozen():  # full collections in the loop skip the model, tokenizer and imported modules
+        _loop(state, progress=progress)
+    return state
+
+
+def _loop(state: TrainState, *, progress: bool) -> None:
+    """Steps from `state.step` to `config.steps`: metrics, progress, checkpoints, then the plot."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    state = build(config)
+    config = state.config
     out = Path(config.out)
     checkpoint = out / "checkpoint"
     if config.resume and checkpoint.exists():
@@ -372,7 +381,6 @@ def train(config: GRPOConfig, *, progress: bool = True) -> TrainState:
                 )
     log.plot()
     log.close()
-    return state
 
 
 def train_step(state: TrainState) -> dict[str, Any]:

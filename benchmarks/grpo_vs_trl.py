@@ -91,9 +91,14 @@ def job_spec(args: argparse.Namespace) -> dict:
 
 
 def worker_ours(spec: dict, result_path: str, entered: float) -> None:
+    """Run `llmenv train grpo ...` exactly as the console script does (`llmenv.cli.entry`), timing its parts."""
+    import atexit
+    import shutil
+
     import torch
 
     import llmenv  # noqa: F401  (registers the tasks)
+    from llmenv import cli
     from llmenv.agents import grpo
     from llmenv.agents.runlog import RunLog
 
@@ -115,7 +120,8 @@ def worker_ours(spec: dict, result_path: str, entered: float) -> None:
     grpo.save_checkpoint = timed("final_checkpoint_s", grpo.save_checkpoint)
     RunLog.__init__ = timed("runlog_init_s", RunLog.__init__)
     RunLog.plot = timed("plot_s", RunLog.plot)
-    original_rollout, original_step = grpo.rollout, grpo.train_step
+    original_rollout, original_step, original_train = grpo.rollout, grpo.train_step, grpo.train
+    marks: dict[str, float] = {}
 
     def rollout(*a, **k):
         episodes = original_rollout(*a, **k)
@@ -128,67 +134,75 @@ def worker_ours(spec: dict, result_path: str, entered: float) -> None:
         steps.append({"start": t0, "end": time.time(), "wall_s": time.time() - t0})
         return metrics
 
-    grpo.rollout, grpo.train_step = rollout, train_step
+    def train(*a, **k):
+        marks["train_start"] = time.time()
+        state = original_train(*a, **k)
+        marks["train_end"] = time.time()
+        return state
 
-    with tempfile.TemporaryDirectory(prefix="grpo-bench-ours-") as out:
-        cfg = grpo.GRPOConfig(
-            task="llmenv/arith-v0",
-            model=spec["model_dir"],
-            steps=spec["steps"],
-            prompts_per_step=spec["prompts"],
-            group_size=spec["generations"],
-            max_new_tokens=spec["max_new_tokens"],
-            temperature=1.0,
-            top_p=1.0,
-            lr=spec["lr"],
-            weight_decay=0.0,
-            seed=spec["seed"],
-            out=out,
-            save_every=1000,
-            save_final=False,
-            epochs=1,
-            micro_batch=8,
-            advantage="std",
-            loss_aggregation="token_mean",
-            importance="token",
-            clip_low=0.2,
-            clip_high=0.28,
-            beta=0.0,
-            max_grad_norm=1.0,
-            gradient_checkpointing=False,
-            bf16=False,
-            device="cpu",
-        )
-        t0 = time.time()
-        grpo.train(cfg, progress=False)
-        trained = time.time()
-        rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    for step, row in zip(steps, rows):
-        tokens = row["tokens"]
-        gen_s = tokens / row["generation_tokens_per_s"]
-        step.update(
-            tokens=tokens,
-            step_time_s=row["step_time_s"],
-            generation_s=gen_s,
-            update_s=row["step_time_s"] - gen_s,
-            generation_tokens_per_s=row["generation_tokens_per_s"],
-            update_tokens_per_s=row["update_tokens_per_s"],
-            reward_mean=row["reward_mean"],
-            loss=row["loss"],
-            cut_fraction=row["cut_fraction"],
-        )
-    result = {
-        "entered": entered,
-        "imported": imported,
-        "train_start": t0,
-        "train_end": trained,
-        "steps": steps,
-        "timings": timings,
-        "prompts_seen": prompts_seen,
-        "threads": torch.get_num_threads(),
-        "loss": "token_mean (DAPO) + advantage=std + clip 0.2/0.28, token ratios",
+    grpo.rollout, grpo.train_step, grpo.train = rollout, train_step, train
+    out = tempfile.mkdtemp(prefix="grpo-bench-ours-")
+    flags = {
+        "task": "llmenv/arith-v0",
+        "model": spec["model_dir"],
+        "steps": spec["steps"],
+        "prompts-per-step": spec["prompts"],
+        "group-size": spec["generations"],
+        "max-new-tokens": spec["max_new_tokens"],
+        "temperature": 1.0,
+        "top-p": 1.0,
+        "lr": spec["lr"],
+        "weight-decay": 0.0,
+        "seed": spec["seed"],
+        "out": out,
+        "save-every": 1000,
+        "epochs": 1,
+        "micro-batch": 8,
+        "advantage": "std",
+        "loss-aggregation": "token_mean",
+        "importance": "token",
+        "clip-low": 0.2,
+        "clip-high": 0.28,
+        "beta": 0.0,
+        "max-grad-norm": 1.0,
+        "device": "cpu",
     }
-    Path(result_path).write_text(json.dumps(result))
+    argv = ["train", "grpo", *[f"--{k}={v}" for k, v in flags.items()]]
+    argv += ["--no-save-final", "--no-gradient-checkpointing", "--no-bf16"]
+
+    def write_result() -> None:  # at exit, after the command returned, as the console script would exit
+        rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        shutil.rmtree(out, ignore_errors=True)
+        for step, row in zip(steps, rows):
+            tokens = row["tokens"]
+            gen_s = tokens / row["generation_tokens_per_s"]
+            step.update(
+                tokens=tokens,
+                step_time_s=row["step_time_s"],
+                generation_s=gen_s,
+                update_s=row["step_time_s"] - gen_s,
+                generation_tokens_per_s=row["generation_tokens_per_s"],
+                update_tokens_per_s=row["update_tokens_per_s"],
+                reward_mean=row["reward_mean"],
+                loss=row["loss"],
+                cut_fraction=row["cut_fraction"],
+            )
+        result = {
+            "entered": entered,
+            "imported": imported,
+            "train_start": marks["train_start"],
+            "train_end": marks["train_end"],
+            "steps": steps,
+            "timings": timings,
+            "prompts_seen": prompts_seen,
+            "threads": torch.get_num_threads(),
+            "loss": "token_mean (DAPO) + advantage=std + clip 0.2/0.28, token ratios",
+            "argv": argv,
+        }
+        Path(result_path).write_text(json.dumps(result))
+
+    atexit.register(write_result)
+    cli.entry(argv)
 
 
 # -- worker: TRL -----------------------------------------------------------------------------------

@@ -62,3 +62,18 @@ def test_rollout_with_the_embedded_smollm2(tmp_path):
         assert row["completions"][0].strip()  # the real model writes something
         assert row["errors"] == [None]
     assert "mean reward" in proc.stdout
+
+
+def test_console_entry_exits_with_the_command_status_and_skips_the_final_collection(capsys):
+    import gc
+
+    from llmenv.cli import entry
+
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            entry(["tasks"])
+        assert exit_.value.code == 0
+        assert "llmenv/arith-v0" in capsys.readouterr().out
+        assert gc.get_freeze_count() > 0  # shutdown's collections will not walk these objects
+    finally:
+        gc.unfreeze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -71,6 +72,28 @@ def test_two_steps_change_the_weights_and_write_metrics_plot_and_checkpoint(tiny
         assert REQUIRED <= set(row) and all(row[k] is not None for k in REQUIRED)
         assert {"parts/correct", "parts/format"} <= set(row)
     assert (tmp_path / "reward.png").exists() and (tmp_path / "checkpoint" / "model.safetensors").exists()
+
+
+def test_loading_pauses_and_training_freezes_the_collector_then_both_are_undone(tiny_dir, tmp_path, monkeypatch):
+    from llmenv.agents import grpo
+
+    seen = {}
+    build, train_step = grpo.build, grpo.train_step
+
+    def watched_build(cfg):
+        seen["collecting while loading"] = gc.isenabled()
+        return build(cfg)
+
+    def watched_step(state):
+        seen["frozen while training"] = gc.get_freeze_count()
+        return train_step(state)
+
+    monkeypatch.setattr(grpo, "build", watched_build)
+    monkeypatch.setattr(grpo, "train_step", watched_step)
+    run(tiny_dir, tmp_path / "run", steps=1)
+    assert seen["collecting while loading"] is False
+    assert seen["frozen while training"] > 1000  # the model, tokenizer and modules loaded before the loop
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 def test_the_final_checkpoint_can_be_left_out(tiny_dir, tmp_path):
