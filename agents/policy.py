@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from llmenv.agents import decoding
 from llmenv.agents.scoring import MIN_SHARED_PREFIX, cache_argument, shared_prefix_cache, shared_prefix_length
 
 
@@ -102,16 +103,48 @@ class HFPolicy:
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.as_tensor(list(prompt), dtype=torch.long)
             attention[row, width - len(prompt) :] = 1
-        greedy = sampling.temperature == 0
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        prefill: dict[str, Any] = {}
+        cache, cached = None, 0
         prefix = shared_prefix_length(input_ids, attention)
         if prefix >= MIN_SHARED_PREFIX:  # e.g. one GRPO group: the prompt's prefill runs once, not once per row
             takes_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
             head_once = {"logits_to_keep": 1} if takes_keep else {}  # the prefix's logits are never used
             shared = shared_prefix_cache(self.model, input_ids[:1, :prefix], len(prompts), **head_once)
             if shared is not None:
-                prefill[cache_argument(self.model)] = shared[1]
+                cache, cached = shared[1], prefix
+        if decoding.supports(self.model):
+            tokens, logprobs, lengths = decoding.sample(
+                self.model,
+                input_ids,
+                attention,
+                max_new_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                stop_token_ids=self.stop_token_ids,
+                pad_token_id=self.pad_token_id,
+                cache=cache,
+                cached=cached,
+            )
+            tokens, logprobs, ends = tokens.cpu(), logprobs.cpu(), lengths.tolist()
+        else:
+            tokens, logprobs = self._hf_generate(input_ids, attention, cache, sampling)
+            hits = torch.isin(tokens, torch.tensor(self.stop_token_ids))  # (B, T)
+            ends = [int(hit.nonzero()[0]) + 1 if hit.any() else tokens.shape[1] for hit in hits]
+        return [
+            Generation(
+                tokens=tokens[row, :end].numpy().astype(np.int64),
+                logprobs=logprobs[row, :end].numpy().astype(np.float32),
+                finished=int(tokens[row, end - 1]) in self.stop_token_ids,
+            )
+            for row, end in enumerate(ends)
+        ]
+
+    def _hf_generate(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, cache: Any, sampling: SamplingParams
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`model.generate` for models `decoding.sample` cannot drive: new tokens (B, T) and log-probs (B, T)."""
+        greedy = sampling.temperature == 0
+        prefill = {cache_argument(self.model): cache} if cache is not None else {}
         result = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
@@ -126,26 +159,12 @@ class HFPolicy:
             return_dict_in_generate=True,
             output_scores=True,
         )
-        new_tokens = result.sequences[:, width:].cpu()  # (B, T)
+        width = input_ids.shape[1]
         steps = [  # one (B,) tensor per step: log-prob of the sampled token under the processed logits
             scores.float().log_softmax(-1).gather(-1, result.sequences[:, width + t, None])[:, 0]
             for t, scores in enumerate(result.scores)
         ]
-        logprobs = torch.stack(steps, dim=1).cpu()  # (B, T)
-        stops = torch.tensor(self.stop_token_ids)
-        generations = []
-        for row in range(len(prompts)):
-            tokens = new_tokens[row]
-            hit = torch.isin(tokens, stops).nonzero()
-            end = int(hit[0]) + 1 if len(hit) else len(tokens)
-            generations.append(
-                Generation(
-                    tokens=tokens[:end].numpy().astype(np.int64),
-                    logprobs=logprobs[row, :end].numpy().astype(np.float32),
-                    finished=bool(len(hit)),
-                )
-            )
-        return generations
+        return result.sequences[:, width:].cpu(), torch.stack(steps, dim=1).cpu()
 
     def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Copy new weights into the generating model."""

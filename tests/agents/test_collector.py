@@ -55,4 +55,3 @@ def test_frozen_hides_objects_from_collections_until_the_block_ends():
     assert gc.get_freeze_count() == 0
     gc.collect()
     assert ref() is None  # tracked again after the block
-
