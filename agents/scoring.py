@@ -7,9 +7,12 @@ positions that predict policy tokens, and the LM head runs on those rows only, i
 no full-vocabulary log-softmax over the batch ever exists; with several chunks, each chunk's
 logits are recomputed in backward rather than kept, so memory stays at one chunk of logits.
 Rows that start with the same tokens (a GRPO group shares its prompt; every row shares the chat
-template's system block) run that prefix through the decoder once: its keys and values are
-expanded to every row, and gradients from all rows flow back into the one prefix pass. This
-module scores; it never samples or updates weights.
+template's system block) run that prefix through the decoder once. While the batch is short
+enough, it is scored as one packed sequence (the prefix, then each row's attended tokens, with a
+block mask and per-row positions): every weight matrix then runs once, over no padding, and
+gradients from all rows flow back into the one prefix. Otherwise the prefix's keys and values
+are computed once and expanded to every row. This module scores; it never samples or updates
+weights.
 """
 
 from __future__ import annotations
@@ -142,8 +145,12 @@ def shared_prefix_cache(
 def _hidden_states(decoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The decoder's last hidden states (B, L, H), running a prefix shared by all rows only once."""
     prefix = shared_prefix_length(input_ids, attention_mask)
+    if prefix < MIN_SHARED_PREFIX or input_ids.shape[0] < 2:
+        return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    if _packing_pays(decoder, prefix, attention_mask):
+        return _packed_hidden_states(decoder, input_ids, attention_mask, prefix)
     shared = None
-    if prefix >= MIN_SHARED_PREFIX and not getattr(decoder, "gradient_checkpointing", False):
+    if not getattr(decoder, "gradient_checkpointing", False):
         shared = shared_prefix_cache(decoder, input_ids[:1, :prefix], input_ids.shape[0])
     if shared is None:
         return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -151,3 +158,50 @@ def _hidden_states(decoder: Any, input_ids: torch.Tensor, attention_mask: torch.
     rest = {"input_ids": input_ids[:, prefix:], "attention_mask": attention_mask, cache_argument(decoder): cache}
     tail = decoder(**rest, use_cache=True).last_hidden_state  # (B, L - P, H)
     return torch.cat([head.last_hidden_state.expand(input_ids.shape[0], -1, -1), tail], dim=1)  # (B, L, H)
+
+
+def _packing_pays(decoder: Any, prefix: int, attention_mask: torch.Tensor) -> bool:
+    """Whether to score the batch as one packed sequence: the shared prefix once, then every row's attended tail.
+
+    Packing takes an explicit 4-D mask (SDPA or eager attention only). It runs each weight matrix
+    once over exactly the tokens that exist, but its attention covers all N x N pairs of the packed
+    length N, masked or not; it is used while that stays under a quarter of the matmul work.
+    """
+    config = getattr(decoder, "config", None)
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    packed = prefix + int(attention_mask[:, prefix:].sum())
+    matmul_flops = 2 * sum(p.numel() for p in decoder.parameters()) * packed
+    attention_flops = 4 * getattr(config, "hidden_size", 0) * getattr(config, "num_hidden_layers", 0) * packed**2
+    return 0 < attention_flops <= matmul_flops / 4
+
+
+def _packed_hidden_states(
+    decoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: int
+) -> torch.Tensor:
+    """Hidden states (B, L, H) from one pass over [prefix, row 0's tail, row 1's tail, ...] with a block mask.
+
+    Each tail token attends to the prefix and to its own row's earlier tokens, at the position it
+    has in its row, so every row sees exactly what an unpacked pass shows it. Unattended (padding)
+    positions are left out of the pass; their hidden states are those of position 0 (never scored).
+    """
+    rows, width = input_ids.shape
+    device = input_ids.device
+    tail = attention_mask[:, prefix:].bool()  # (B, L - P)
+    row_of = torch.arange(rows, device=device)[:, None].expand_as(tail)[tail]  # (T,) row of each tail token
+    col_of = torch.arange(prefix, width, device=device).expand_as(tail)[tail]  # (T,) position in its row
+    segment = torch.cat([torch.full((prefix,), -1, device=device), row_of])  # (N,) -1 = the shared prefix
+    position = torch.cat([torch.arange(prefix, device=device), col_of])  # (N,)
+    ids = torch.cat([input_ids[0, :prefix], input_ids[:, prefix:][tail]])  # (N,)
+    visible = (position[None, :] <= position[:, None]) & (
+        (segment[None, :] == -1) | (segment[None, :] == segment[:, None])
+    )  # (N, N) query i may attend key j
+    if decoder.config._attn_implementation == "eager":  # eager adds the mask to the scores
+        visible = torch.zeros(visible.shape, device=device).masked_fill_(~visible, torch.finfo(torch.float32).min)
+    packed = decoder(
+        input_ids=ids[None], attention_mask=visible[None, None], position_ids=position[None], use_cache=False
+    ).last_hidden_state[0]  # (N, H)
+    where = torch.zeros(rows, width, dtype=torch.long, device=device)  # (B, L) index into the packed pass
+    where[:, :prefix] = torch.arange(prefix, device=device)
+    where[:, prefix:][tail] = torch.arange(prefix, len(ids), device=device)
+    return packed[where]  # (B, L, H); backward sums the rows' gradients into the one prefix pass

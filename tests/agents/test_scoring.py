@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llmenv.agents import scoring
 from llmenv.agents.scoring import completion_logprobs, shared_prefix_length
 from llmenv.models import tiny_llama
 
@@ -94,15 +95,28 @@ def test_shared_prefix_length_counts_identical_attended_leading_tokens():
     assert shared_prefix_length(ids, left_padded) == 0
 
 
-def test_a_shared_prompt_runs_once_and_gives_the_same_values_and_gradients(model, monkeypatch):
+@pytest.mark.parametrize(
+    ("packed", "attention_impl", "passes"),
+    [
+        (True, "sdpa", [(1, 31)]),  # one packed pass: the prompt once, then rows' attended tokens 6 + 6 + 6 + 3
+        (True, "eager", [(1, 31)]),  # eager attention takes the block mask as additive scores
+        (False, "sdpa", [(1, 10), (4, 6)]),  # the prompt once, its keys/values expanded to each row's own tokens
+    ],
+)
+def test_a_shared_prompt_runs_once_and_gives_the_same_values_and_gradients(
+    model, monkeypatch, packed, attention_impl, passes
+):
     ids, attention, mask = group_batch()
     calls = []
     decoder = model.get_decoder()
     monkeypatch.setattr(decoder, "forward", _counting(decoder.forward, calls))
+    monkeypatch.setattr(model.config, "_attn_implementation", attention_impl)
+    if not packed:
+        monkeypatch.setattr(scoring, "_packing_pays", lambda *args: False)
     model.zero_grad()
     logp, entropy = completion_logprobs(model, ids, attention, mask, with_entropy=True)
     logp.sum().backward()
-    assert [shape for shape in calls] == [(1, 10), (4, 6)]  # the prompt once, then each row's own tokens
+    assert calls == passes
     shared = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     ref_logp, ref_entropy = reference(model, ids, attention, mask)
