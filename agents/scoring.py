@@ -171,6 +171,9 @@ def _packing_pays(decoder: Any, prefix: int, attention_mask: torch.Tensor) -> bo
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
     packed = prefix + int(attention_mask[:, prefix:].sum())
+    window = getattr(config, "sliding_window", None)
+    if isinstance(window, int) and window < packed:  # the block mask would not apply the window
+        return False
     matmul_flops = 2 * sum(p.numel() for p in decoder.parameters()) * packed
     attention_flops = 4 * getattr(config, "hidden_size", 0) * getattr(config, "num_hidden_layers", 0) * packed**2
     return 0 < attention_flops <= matmul_flops / 4
