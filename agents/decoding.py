@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from llmenv.agents.scoring import cache_argument
+from llmenv.agents.scoring import cache_argument, output_cache
 
 LOOP_ARGUMENTS = frozenset({"attention_mask", "position_ids", "use_cache", "logits_to_keep"})
 """Keywords `model.forward` must accept (besides its cache keyword) for `sample` to drive it."""
@@ -153,7 +153,7 @@ def sample(
                 logits_to_keep=1,
                 **past,
             )
-            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            cache = output_cache(out)
             new, new_logp = sample_next(out.logits[:, -1], temperature, top_p)  # (B,), (B,)
             tokens[:, t] = torch.where(done, pad_token_id, new)
             logprobs[:, t] = torch.where(done, 0.0, new_logp)

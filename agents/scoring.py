@@ -124,6 +124,11 @@ def cache_argument(module: Any) -> str:
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
+def output_cache(output: Any) -> Any:
+    """The KV cache a transformers forward returned (`cache` from 5.23 on, else `past_key_values`), or None."""
+    return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+
+
 def shared_prefix_cache(
     module: Any, prefix_ids: torch.Tensor, rows: int, **kwargs: Any
 ) -> tuple[Any, Any] | None:
@@ -132,7 +137,7 @@ def shared_prefix_cache(
     None when the model's cache does not keep per-layer key/value tensors this can expand.
     """
     out = module(input_ids=prefix_ids, use_cache=True, **kwargs)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    cache = output_cache(out)
     layers = getattr(cache, "layers", None)
     if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
         return None
