@@ -13,6 +13,8 @@ the policy's turn (`continuation`). Policy tokens are only ever decoded, never r
 
 from __future__ import annotations
 
+import json
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -241,3 +243,25 @@ class ChatCodec:
         if tail_ids and tail_ids[0] in special:
             stops.add(tail_ids[0])
         return frozenset(stops)
+
+
+_SHARED: weakref.WeakKeyDictionary[Any, dict[tuple[str | None, str | None], ChatCodec]] = weakref.WeakKeyDictionary()
+
+
+def shared_codec(
+    tokenizer: Any, *, chat_template: str | None = None, tools: Sequence[dict[str, Any]] | None = None
+) -> ChatCodec:
+    """The one `ChatCodec` for this tokenizer, template and tools, built on first use.
+
+    Environments over the same tokenizer (the N copies of a vector env, say) share it and its
+    rendering caches instead of compiling the template N times; a codec holds no episode state.
+    """
+    key = (chat_template, json.dumps(list(tools), sort_keys=True, default=str) if tools else None)
+    try:
+        per_tokenizer = _SHARED.setdefault(tokenizer, {})
+    except TypeError:  # an object that cannot be weakly referenced: no sharing
+        return ChatCodec(tokenizer, chat_template=chat_template, tools=tools)
+    codec = per_tokenizer.get(key)
+    if codec is None:
+        codec = per_tokenizer[key] = ChatCodec(tokenizer, chat_template=chat_template, tools=tools)
+    return codec

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, SupportsFloat
 
 import numpy as np
 
-from llmenv.env import LLMEnv, PendingStep
+from llmenv.env import LLMEnv, PendingStep, missing_verdict
 from llmenv.errors import TaskConfigError
 from llmenv.types import Message, Task, Verdict
 
@@ -143,6 +143,7 @@ class DialogueEnv(LLMEnv):
     ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Record the turn, ask the responder, and append its reply unless the episode ended."""
         assert self._episode is not None and self.task is not None
+        verdict = missing_verdict(pending, verdict)
         self._turn += 1
         history = [*self._messages, {"role": "assistant", "content": pending.completion}]
         reply = self.responder(

@@ -17,13 +17,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from llmenv.chat import ChatCodec
+from llmenv.chat import shared_codec
 from llmenv.errors import InvalidActionError, ResetNeededError, TaskConfigError
 from llmenv.sources import TaskSource, as_source
 from llmenv.types import Message, Task, Trajectory, Turn, Verdict
-from llmenv.verifiers.base import call_verifier
-
-VerifierFn = Callable[[str, Task], "Verdict | float | bool"]
+from llmenv.verifiers.base import VerifierFn, call_verifier
 
 
 def token_space(vocab_size: int) -> spaces.Sequence:
@@ -79,6 +77,13 @@ class PendingStep:
     finished: bool
     """The action ends with a stop token (EOS or the template's end of turn)."""
     needs_verdict: bool
+
+
+def missing_verdict(pending: PendingStep, verdict: Verdict | None) -> Verdict | None:
+    """`verdict`, or an error verdict when a turn that needed one got none (never a quiet reward 0)."""
+    if verdict is None and pending.needs_verdict:
+        return Verdict.failure("no verdict was produced for this turn (a batched verifier skipped it)")
+    return verdict
 
 
 class TokenEpisode:
@@ -155,7 +160,7 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
             tokenizer = load_tokenizer(tokenizer)
         self.source = as_source(source)
         self.verifier = verifier
-        self.codec = ChatCodec(tokenizer, chat_template=chat_template)
+        self.codec = shared_codec(tokenizer, chat_template=chat_template)
         self.tokenizer = tokenizer
         self.task_id = task_id
         self.system_prompt = system_prompt
@@ -220,7 +225,9 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         self, pending: PendingStep, verdict: Verdict | None
     ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Record the action and its verdict and end the episode."""
-        assert self._episode is not None and verdict is not None
+        assert self._episode is not None
+        verdict = missing_verdict(pending, verdict)
+        assert verdict is not None
         self._episode.append("policy", pending.action_tokens, verdict.reward)
         self._done = True
         return self._episode.tokens(), verdict.reward, True, False, self._step_info(pending, verdict)

@@ -9,6 +9,7 @@ builds; the environments themselves live in env.py and the built-in tasks in tas
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -46,6 +47,8 @@ class TaskSpec:
     row_to_task: Callable[[Mapping[str, Any]], Task] | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    pass_threshold: float = 1.0
+    """A verdict without `passed` (a float verifier's) counts as solved when its reward is at least this."""
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -68,6 +71,7 @@ def register_task(
     env: str = "single_turn",
     row_to_task: Callable[[Mapping[str, Any]], Task] | None = None,
     description: str = "",
+    pass_threshold: float = 1.0,
     replace: bool = False,
     **defaults: Any,
 ) -> str:
@@ -75,6 +79,8 @@ def register_task(
 
     `source` is a sequence of `Task`, a callable `(rng, **params) -> Task`, a `HubDataset`, or a
     `datasets.Dataset` together with `row_to_task`. `defaults` are keyword defaults for `make`.
+    `pass_threshold` is the pass rule of verdicts that do not say `passed` (float verifiers): solved when
+    reward >= pass_threshold; evaluation's pass@k and accuracy read it.
     """
     full_id = _full_id(task_id)
     if not _ID_PATTERN.match(full_id):
@@ -91,7 +97,11 @@ def register_task(
             f"source of `{full_id}` must be a list of Task, a callable (rng) -> Task, a HubDataset, "
             f"or a datasets.Dataset with row_to_task; got {type(source).__name__}"
         )
-    _TASKS[full_id] = TaskSpec(full_id, source, verifier, env, row_to_task, dict(defaults), description)
+    if not isinstance(pass_threshold, (int, float)) or not math.isfinite(pass_threshold):
+        raise RegistrationError(f"pass_threshold of `{full_id}` must be a finite number, got {pass_threshold!r}")
+    _TASKS[full_id] = TaskSpec(
+        full_id, source, verifier, env, row_to_task, dict(defaults), description, float(pass_threshold)
+    )
     if full_id in gym.registry:
         del gym.registry[full_id]
     gym.register(id=full_id, entry_point=_gym_entry_point(full_id))
@@ -121,21 +131,39 @@ def list_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def make(task_id: str, *, tokenizer: Any, verifier: Callable[[str, Task], Any] | None = None, **kwargs: Any) -> gym.Env:
-    """Build the environment of a registered task (the same as `gymnasium.make`, without wrappers).
+def env_builder(
+    task_id: str, *, tokenizer: Any, verifier: Callable[[str, Task], Any] | None = None, **kwargs: Any
+) -> Callable[[], gym.Env]:
+    """A zero-argument function that builds environments of a task, all sharing one task source.
 
-    Keywords in the env class's `ENV_KWARGS` configure the environment; `verifier` replaces the task's verifier;
-    every other keyword is a task-source parameter (e.g. `digits=3`, `data_files="gsm8k.jsonl"`).
+    The source (a dataset is loaded here) and the arguments are resolved once, so a vector env of N
+    copies loads its data once; see `make` for the keywords.
     """
+    from llmenv.models import load_tokenizer  # noqa: PLC0415 - models imports transformers' model code
+
     task_spec = spec(task_id)
     env_class = ENV_KINDS[task_spec.env]
     options = {**task_spec.defaults, **kwargs}
     env_kwargs = {k: v for k, v in options.items() if k in env_class.ENV_KWARGS}
     source_params = {k: v for k, v in options.items() if k not in env_class.ENV_KWARGS}
     source = as_source(task_spec.source, source_params, task_spec.row_to_task)
-    return env_class(
-        source, verifier or task_spec.verifier, tokenizer, task_id=task_spec.task_id, **env_kwargs
-    )
+    if isinstance(tokenizer, (str, bytes)) or hasattr(tokenizer, "__fspath__"):
+        tokenizer = load_tokenizer(tokenizer)
+    chosen = verifier or task_spec.verifier
+
+    def build() -> gym.Env:
+        return env_class(source, chosen, tokenizer, task_id=task_spec.task_id, **env_kwargs)
+
+    return build
+
+
+def make(task_id: str, *, tokenizer: Any, verifier: Callable[[str, Task], Any] | None = None, **kwargs: Any) -> gym.Env:
+    """Build the environment of a registered task (the same as `gymnasium.make`, without wrappers).
+
+    Keywords in the env class's `ENV_KWARGS` configure the environment; `verifier` replaces the task's verifier;
+    every other keyword is a task-source parameter (e.g. `digits=3`, `data_files="gsm8k.jsonl"`).
+    """
+    return env_builder(task_id, tokenizer=tokenizer, verifier=verifier, **kwargs)()
 
 
 _plugins_loaded = False

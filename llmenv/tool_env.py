@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from llmenv.chat import ChatCodec
+from llmenv.chat import shared_codec
 from llmenv.deadline import DeadlineExceeded, call_with_deadline, describe_exception
 from llmenv.dialogue import DialogueEnv, EnvReply, TurnContext
 from llmenv.env import PendingStep
@@ -209,7 +209,7 @@ class ToolEnv(DialogueEnv):
         use_template = call_format == "template" or (call_format == "auto" and has_template)
         self.call_format = "template" if use_template else "hermes"
         self.tool_timeout_s = tool_timeout_s
-        with_tools = ChatCodec(
+        with_tools = shared_codec(
             self.tokenizer, chat_template=kwargs.get("chat_template"), tools=list(self.schemas.values())
         )
         probe = [{"role": "user", "content": "probe"}]

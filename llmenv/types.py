@@ -6,9 +6,8 @@ each other without defensive copies. This module holds data only: no tokenizer, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, TypedDict
 
 import numpy as np
@@ -21,8 +20,44 @@ class Message(TypedDict):
     content: str
 
 
+class FrozenMap(Mapping[str, Any]):
+    """A read-only mapping that, unlike `types.MappingProxyType`, pickles and deep-copies.
+
+    Values cross processes (Gymnasium's `AsyncVectorEnv`, multiprocessing, `datasets.map`, Ray),
+    so the immutable mappings on `Task` and `Verdict` must survive `pickle` and `copy.deepcopy`.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, value: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", dict(value or {}))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self._data) == other if isinstance(other, Mapping) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # values may be unhashable, like a dict's
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMap, (self._data,))
+
+
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(value or {}))
+    return value if isinstance(value, FrozenMap) else FrozenMap(value)
 
 
 @dataclass(frozen=True)
@@ -100,6 +135,19 @@ class Verdict:
         raise TypeError(
             f"a verifier must return a Verdict, a float or a bool; got {type(value).__name__}: {value!r:.200}"
         )
+
+    def passes(self, threshold: float = 1.0) -> bool:
+        """Whether this verdict counts as solved: `passed` when the verifier said, else `reward >= threshold`.
+
+        Float verifiers leave `passed` None; their pass rule is the task's `pass_threshold` (default 1.0,
+        a full reward). A verdict with an error never passes.
+
+        >>> Verdict(0.5).passes(), Verdict(1.0).passes(), Verdict(0.5).passes(0.5), Verdict(1.0, passed=False).passes()
+        (False, True, True, False)
+        """
+        if self.error is not None:
+            return False
+        return self.passed if self.passed is not None else self.reward >= threshold
 
     @classmethod
     def failure(cls, error: str, *, name: str = "reward", details: Mapping[str, Any] | None = None) -> Verdict:

@@ -4,8 +4,10 @@
 out, infos as dicts of per-env arrays with `_key` masks, next-step autoreset). With
 `group_size=G`, consecutive blocks of G environments always play the same task, which is what
 group-relative learners need. A step first validates and decodes every action, then verifies
-the whole batch at once (verifiers with a `verify_batch` method spread it over worker
-processes, as the math verifier does), then advances each episode; nothing is re-tokenized.
+the whole batch at once through `call_verifier_batch` (verifiers with a `verify_batch` method
+spread it over worker processes, as the math verifier does; every verdict gets the same checks
+as a single call), then advances each episode; nothing is re-tokenized. The N environments share
+one task source and one chat codec.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from llmenv.deadline import describe_exception
 from llmenv.env import LLMEnv, PendingStep
 from llmenv.errors import TaskConfigError
 from llmenv.types import Task, Verdict
+from llmenv.verifiers.base import call_verifier_batch, prestart_verifier
 
 
 class VectorLLMEnv(VectorEnv):
@@ -46,13 +47,14 @@ class VectorLLMEnv(VectorEnv):
         autoreset: bool = True,
         **make_kwargs: Any,
     ) -> None:
-        from llmenv.models import load_tokenizer
-        from llmenv.registry import make
+        from llmenv.models import load_tokenizer  # noqa: PLC0415 - models imports transformers' model code
+        from llmenv.registry import env_builder  # noqa: PLC0415 - the registry imports every env class
 
         if num_envs < 1 or group_size < 1 or num_envs % group_size:
             raise TaskConfigError(f"num_envs ({num_envs}) must be a positive multiple of group_size ({group_size})")
         tokenizer = load_tokenizer(tokenizer)
-        self.envs: list[LLMEnv] = [make(task_id, tokenizer=tokenizer, **make_kwargs) for _ in range(num_envs)]
+        build = env_builder(task_id, tokenizer=tokenizer, **make_kwargs)  # one source, one codec for all envs
+        self.envs: list[LLMEnv] = [build() for _ in range(num_envs)]
         self.num_envs = num_envs
         self.group_size = group_size
         self.autoreset = autoreset
@@ -163,26 +165,24 @@ class VectorLLMEnv(VectorEnv):
                 due.extend(members)
         return due
 
+    def prestart(self) -> None:
+        """Let the task's verifier start its worker processes in the background (see `prestart_verifier`)."""
+        for verifier in {id(env.verifier): env.verifier for env in self.envs}.values():
+            prestart_verifier(verifier)
+
     def _verify(self, indices: list[int], pending: dict[int, PendingStep]) -> dict[int, Verdict]:
-        """Verdicts for the given envs' pending actions, batched when the verifier supports it."""
+        """Verdicts for the given envs' pending actions, a batch per verifier, with `call_verifier`'s checks."""
         out: dict[int, Verdict] = {}
         by_verifier: dict[int, list[int]] = {}
         for i in indices:
             by_verifier.setdefault(id(self.envs[i].verifier), []).append(i)
         for members in by_verifier.values():
-            verifier = self.envs[members[0]].verifier
-            batch = getattr(verifier, "verify_batch", None)
-            if callable(batch) and len(members) > 1:
-                try:
-                    verdicts = batch([pending[i].completion for i in members], [self.envs[i].task for i in members])
-                except Exception as exc:  # noqa: BLE001 - recorded on every verdict of the batch
-                    verdicts = [Verdict.failure(f"verify_batch raised {describe_exception(exc)}")] * len(members)
-                out.update(zip(members, verdicts))
-            else:
-                out.update((i, self.envs[i].verify(pending[i].completion)) for i in members)
+            first = self.envs[members[0]]
+            verdicts = call_verifier_batch(
+                first.verifier,
+                [pending[i].completion for i in members],
+                [self.envs[i].task for i in members],  # type: ignore[misc]  # set by reset
+                timeout_s=first.verifier_timeout_s,
+            )
+            out.update(zip(members, verdicts, strict=True))
         return out
-
-
-def make_vec(task_id: str, num_envs: int, tokenizer: Any, **kwargs: Any) -> gym.vector.VectorEnv:
-    """A `VectorLLMEnv` (the batched counterpart of `llmenv.make`)."""
-    return VectorLLMEnv(task_id, num_envs, tokenizer, **kwargs)

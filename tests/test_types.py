@@ -57,3 +57,33 @@ def test_trajectory_action_tokens_and_total_reward():
     )
     assert [t.tolist() for t in traj.action_tokens()] == [[2, 3], [5]]
     assert traj.total_reward == 1.5
+
+
+def test_values_pickle_and_deep_copy_and_stay_immutable():
+    import copy
+    import pickle
+
+    task = Task([{"role": "user", "content": "q"}], answer="1", tests=["assert True"], meta={"entry_point": "f"})
+    verdict = Verdict(1.0, passed=True, parts={"correct": 1.0}, details={"extracted": "1", "nested": {"a": [1]}})
+    trajectory = Trajectory(np.arange(4), np.array([0, 0, 1, 1], dtype=np.int8), (Turn("prompt", 0, 2),), (1.0,))
+    for value in (task, verdict):
+        for clone in (pickle.loads(pickle.dumps(value)), copy.deepcopy(value)):
+            assert clone == value and clone is not value
+    again = pickle.loads(pickle.dumps(trajectory))
+    assert again.tokens.tolist() == trajectory.tokens.tolist() and again.turns == trajectory.turns
+    clone = copy.deepcopy(verdict)
+    with pytest.raises(TypeError):
+        clone.details["extracted"] = "2"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        clone.details._data = {}  # type: ignore[attr-defined]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        clone.reward = 0.0  # type: ignore[misc]
+    assert copy.deepcopy(task).meta["entry_point"] == "f" and dict(pickle.loads(pickle.dumps(task)).meta) == {
+        "entry_point": "f"
+    }
+
+
+def test_pass_rule_of_verdicts_without_passed():
+    assert Verdict(1.0).passes() and not Verdict(0.99).passes()
+    assert Verdict(0.5).passes(threshold=0.5) and not Verdict(1.0, passed=False).passes()
+    assert not Verdict.failure("crashed").passes(threshold=0.0)  # an error never passes

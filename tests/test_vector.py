@@ -127,3 +127,94 @@ def test_gymnasium_sync_vector_env_works_over_our_envs(tok):
     actions = [np.asarray(tok.encode(f"\\boxed{{{t.answer}}}", add_special_tokens=False)) for t in infos["task"]]
     _, rewards, terminated, _, _ = env.step(actions)
     assert rewards.tolist() == [1.0, 1.0, 1.0] and terminated.all()
+
+
+class ShortBatch:
+    """A batched verifier with a bug: it drops the last completion, and returns floats."""
+
+    time_bounded = True
+
+    def __call__(self, completion, task):
+        return float(completion == task.answer)
+
+    def verify_batch(self, completions, tasks):
+        return [float(c == t.answer) for c, t in zip(completions, tasks)][:-1]
+
+
+class NonFiniteBatch(ShortBatch):
+    def verify_batch(self, completions, tasks):
+        return [float("nan") if c == "nan" else 1.0 for c in completions]
+
+
+def test_batched_results_get_the_single_call_checks(tok):
+    llmenv.register_task("short-batch-v0", source=[Task("q", answer="a")], verifier=ShortBatch(), replace=True)
+    env = VectorLLMEnv("short-batch-v0", 3, tok)
+    env.reset(seed=0)
+    _, rewards, _, _, infos = env.step(["a", "a", "a"])
+    errors = [v.error for v in infos["verdict"]]
+    assert all("returned 2 results for 3 completions" in e for e in errors), errors
+    assert infos["error"].tolist() == errors  # the step's info shows it too
+    llmenv.register_task("nan-batch-v0", source=[Task("q", answer="a")], verifier=NonFiniteBatch(), replace=True)
+    env = VectorLLMEnv("nan-batch-v0", 2, tok)
+    env.reset(seed=0)
+    _, rewards, _, _, infos = env.step(["a", "nan"])
+    assert rewards.tolist() == [1.0, 0.0] and infos["verdict"][0].error is None
+    assert "non-finite" in infos["verdict"][1].error
+    assert infos["verdict"][0].parts == {"reward": 1.0}  # a float is wrapped by Verdict.of
+
+
+def test_a_slow_batched_verifier_that_does_not_bound_itself_gets_a_deadline(tok):
+    import time
+
+    class Slow:
+        def __call__(self, completion, task):
+            return 1.0
+
+        def verify_batch(self, completions, tasks):
+            while True:
+                time.sleep(0.01)
+
+    llmenv.register_task("slow-batch-v0", source=[Task("q", answer="a")], verifier=Slow(), replace=True)
+    env = VectorLLMEnv("slow-batch-v0", 2, tok, verifier_timeout_s=0.2)
+    env.reset(seed=0)
+    _, rewards, _, _, infos = env.step(["a", "a"])
+    assert rewards.tolist() == [0.0, 0.0] and all("timed out" in v.error for v in infos["verdict"])
+
+
+def test_a_dialogue_turn_left_without_a_verdict_is_an_error_not_reward_0(tok):
+    env = VectorLLMEnv("llmenv/math-retry-v0", 2, tok)
+    env.reset(seed=0)
+    pending = {i: e.prepare_step("\\boxed{1}") for i, e in enumerate(env.envs)}
+    _, reward, _, _, info = env.envs[0].complete_step(pending[0], None)
+    assert reward == 0.0 and "no verdict" in info["verdict"].error and "no verdict" in info["error"]
+
+
+def test_envs_of_a_vector_share_one_source_and_one_codec(tok, tmp_path):
+    import json
+
+    rows = [{"question": f"{i} + 1?", "answer": f"#### {i + 1}"} for i in range(4)]
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = VectorLLMEnv("llmenv/gsm8k-v0", 4, tok, data_files=str(path))
+    assert len({id(e.source) for e in env.envs}) == 1 and len({id(e.codec) for e in env.envs}) == 1
+    _, infos = env.reset(seed=0)
+    assert all(t.answer in {"1", "2", "3", "4"} for t in infos["task"])
+
+
+def test_gymnasium_async_vector_env_runs_a_builtin_task(tok):
+    env = gym.make_vec(
+        "llmenv/arith-v0",
+        num_envs=2,
+        vectorization_mode="async",
+        vector_kwargs={"shared_memory": False},
+        tokenizer=tok,
+    )
+    try:
+        obs, infos = env.reset(seed=0)
+        assert len(obs) == 2 and all(o.dtype == np.int64 for o in obs)
+        actions = [np.asarray(tok.encode(f"\\boxed{{{t.answer}}}", add_special_tokens=False)) for t in infos["task"]]
+        _, rewards, terminated, _, infos = env.step(actions)
+        assert rewards.tolist() == [1.0, 1.0] and terminated.all()
+        assert all(isinstance(v, Verdict) and v.passed for v in infos["verdict"])
+    finally:
+        env.close()

@@ -10,48 +10,85 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from llmenv.deadline import DeadlineExceeded, call_with_deadline, describe_exception
 from llmenv.errors import VerifierError
 from llmenv.types import Task, Verdict
 
-__all__ = ["Verifier", "Rubric", "call_verifier", "check_verifier", "Verdict"]
+__all__ = [
+    "BaseVerifier",
+    "Rubric",
+    "Verdict",
+    "Verifier",
+    "call_verifier",
+    "call_verifier_batch",
+    "check_verifier",
+    "is_time_bounded",
+    "prestart_verifier",
+]
 
 
 @runtime_checkable
 class Verifier(Protocol):
-    """Scores one completion of one task.
+    """Scores one completion of one task: `(completion, task) -> Verdict | float | bool`.
 
-    Verifiers that enforce their own hard wall-clock bound (math, code) set the class attribute
-    `time_bounded = True`; `call_verifier` then calls them directly instead of under a watchdog deadline.
+    Only `__call__` is required; a plain function is a verifier. A verifier may also offer these
+    optional capabilities. Callers never look them up themselves: they go through `call_verifier`,
+    `call_verifier_batch`, `is_time_bounded` and `prestart_verifier` below, which apply the defaults.
+    `BaseVerifier` is a base class that spells the defaults out.
+
+    - `time_bounded: bool` (default False): the verifier enforces its own hard wall-clock bound
+      (worker processes, sandboxes, linear-time parsing), so `call_verifier` calls it directly instead
+      of under a watchdog deadline.
+    - `verify_batch(completions, tasks) -> Sequence[Verdict | float | bool]` (default: call it once per
+      completion): score many completions at once, one result per completion, in order. Results go
+      through the same checks as single calls (wrapped by `Verdict.of`, finite rewards, a deadline
+      unless time-bounded); a crash or a list of the wrong length is an error verdict for every row.
+    - `prestart() -> None` (default: nothing): start worker processes in the background, so that the
+      first call does not wait for them (learners call it before loading the model).
     """
 
     def __call__(self, completion: str, task: Task) -> Verdict | float | bool: ...
 
 
-def call_verifier(
-    verifier: Callable[[str, Task], Verdict | float | bool],
-    completion: str,
-    task: Task,
-    *,
-    timeout_s: float | None = 30.0,
-    name: str = "reward",
-) -> Verdict:
-    """Call a verifier and always return a Verdict; crashes and timeouts are recorded in `error`."""
-    if timeout_s is None or getattr(verifier, "time_bounded", False):
-        try:
-            value = verifier(completion, task)
-        except Exception as exc:  # noqa: BLE001 - recorded on the Verdict, never a silent 0
-            return Verdict.failure(f"verifier raised {describe_exception(exc)}", name=name)
-    else:
-        try:
-            value = call_with_deadline(lambda: verifier(completion, task), timeout_s)
-        except DeadlineExceeded:
-            return Verdict.failure(f"verifier timed out after {timeout_s:g}s", name=name)
-        except Exception as exc:  # noqa: BLE001 - recorded on the Verdict, never a silent 0
-            return Verdict.failure(f"verifier raised {describe_exception(exc)}", name=name)
+VerifierFn = Callable[[str, Task], "Verdict | float | bool"]
+
+
+class BaseVerifier(ABC):
+    """A base class for verifiers that states every optional capability's default (see `Verifier`)."""
+
+    time_bounded: ClassVar[bool] = False
+    """True when `__call__` bounds its own running time."""
+
+    @abstractmethod
+    def __call__(self, completion: str, task: Task) -> Verdict | float | bool:
+        """Score one completion of one task."""
+
+    def verify_batch(self, completions: Sequence[str], tasks: Sequence[Task]) -> Sequence[Verdict | float | bool]:
+        """One result per completion, in order (default: one call each)."""
+        return [self(completion, task) for completion, task in zip(completions, tasks, strict=True)]
+
+    def prestart(self) -> None:
+        """Start background workers ahead of the first call (default: nothing to start)."""
+
+
+def is_time_bounded(verifier: VerifierFn) -> bool:
+    """Whether the verifier bounds its own time (`time_bounded`, default False)."""
+    return bool(getattr(verifier, "time_bounded", False))
+
+
+def prestart_verifier(verifier: VerifierFn) -> None:
+    """Call `verifier.prestart()` when it has one: verifiers with worker processes start them in the background."""
+    prestart = getattr(verifier, "prestart", None)
+    if callable(prestart):
+        prestart()
+
+
+def _checked(value: Any, name: str) -> Verdict:
+    """What a verifier returned, as a Verdict with a finite reward (an error verdict otherwise)."""
     try:
         verdict = Verdict.of(value, name=name)
     except TypeError as exc:
@@ -63,14 +100,63 @@ def call_verifier(
     return verdict
 
 
-def prestart_verifier(verifier: Any) -> None:
-    """Call `verifier.prestart()` when it has one: verifiers with worker processes start them in the background."""
-    prestart = getattr(verifier, "prestart", None)
-    if callable(prestart):
-        prestart()
+def _bounded(fn: Callable[[], Any], timeout_s: float | None, what: str, name: str) -> Any | Verdict:
+    """`fn()` under a deadline (none when `timeout_s` is None); a crash or timeout becomes an error Verdict."""
+    try:
+        return fn() if timeout_s is None else call_with_deadline(fn, timeout_s)
+    except DeadlineExceeded:
+        return Verdict.failure(f"{what} timed out after {timeout_s:g}s", name=name)
+    except Exception as exc:  # noqa: BLE001 - recorded on the Verdict, never a silent 0
+        return Verdict.failure(f"{what} raised {describe_exception(exc)}", name=name)
 
 
-class Rubric:
+def call_verifier(
+    verifier: VerifierFn,
+    completion: str,
+    task: Task,
+    *,
+    timeout_s: float | None = 30.0,
+    name: str = "reward",
+) -> Verdict:
+    """Call a verifier and always return a Verdict; crashes and timeouts are recorded in `error`."""
+    timeout = None if is_time_bounded(verifier) else timeout_s
+    return _checked(_bounded(lambda: verifier(completion, task), timeout, "verifier", name), name)
+
+
+def call_verifier_batch(
+    verifier: VerifierFn,
+    completions: Sequence[str],
+    tasks: Sequence[Task],
+    *,
+    timeout_s: float | None = 30.0,
+    name: str = "reward",
+) -> list[Verdict]:
+    """One checked Verdict per completion, through `verify_batch` when the verifier has one.
+
+    The same guarantees as `call_verifier`: floats and bools are wrapped, non-finite rewards and
+    crashes become error verdicts, and a verifier that is not time-bounded runs under a deadline
+    (`timeout_s` per completion for the whole batch). A result list of the wrong length cannot be
+    matched to the completions, so every row gets an error verdict saying so.
+    """
+    if len(completions) != len(tasks):
+        raise VerifierError(f"got {len(completions)} completions for {len(tasks)} tasks; expected one task each")
+    batch = getattr(verifier, "verify_batch", None)
+    if not callable(batch) or len(completions) < 2:
+        return [call_verifier(verifier, c, t, timeout_s=timeout_s, name=name) for c, t in zip(completions, tasks)]
+    timeout = None if is_time_bounded(verifier) or timeout_s is None else timeout_s * len(completions)
+    values = _bounded(lambda: list(batch(list(completions), list(tasks))), timeout, "verify_batch", name)
+    if isinstance(values, Verdict):
+        return [values] * len(completions)
+    if len(values) != len(completions):
+        error = Verdict.failure(
+            f"verify_batch returned {len(values)} results for {len(completions)} completions; expected one each",
+            name=name,
+        )
+        return [error] * len(completions)
+    return [_checked(value, name) for value in values]
+
+
+class Rubric(BaseVerifier):
     """A weighted sum of named verifiers that reports every part.
 
     >>> from llmenv.types import Task
@@ -84,8 +170,8 @@ class Rubric:
 
     def __init__(
         self,
-        parts: Mapping[str, tuple[Callable[[str, Task], Verdict | float | bool], float]]
-        | Sequence[tuple[str, Callable[[str, Task], Verdict | float | bool], float]],
+        parts: Mapping[str, tuple[VerifierFn, float]]
+        | Sequence[tuple[str, VerifierFn, float]],
         *,
         timeout_s: float | None = 30.0,
     ) -> None:
@@ -109,13 +195,24 @@ class Rubric:
 
     def __call__(self, completion: str, task: Task) -> Verdict:
         """Score `completion` with every part; reward is the weighted sum of part rewards."""
+        return self.verify_batch([completion], [task])[0]
+
+    def verify_batch(self, completions: Sequence[str], tasks: Sequence[Task]) -> list[Verdict]:
+        """Score many completions: each part scores the whole batch at once (see `call_verifier_batch`)."""
+        per_part = [
+            call_verifier_batch(verifier, completions, tasks, timeout_s=self.timeout_s, name=name)
+            for name, verifier, _ in self.parts
+        ]
+        return [self._combine([verdicts[row] for verdicts in per_part]) for row in range(len(completions))]
+
+    def _combine(self, verdicts: list[Verdict]) -> Verdict:
+        """One verdict from each part's verdict on the same completion."""
         reward = 0.0
         parts: dict[str, float] = {}
         details: dict[str, Any] = {}
         errors: list[str] = []
         passed: list[bool] = []
-        for name, verifier, weight in self.parts:
-            verdict = call_verifier(verifier, completion, task, timeout_s=self.timeout_s, name=name)
+        for (name, _, weight), verdict in zip(self.parts, verdicts, strict=True):
             reward += weight * verdict.reward
             parts[name] = verdict.reward
             for sub, value in verdict.parts.items():
@@ -136,7 +233,7 @@ class Rubric:
 
 
 def check_verifier(
-    verifier: Callable[[str, Task], Verdict | float | bool],
+    verifier: VerifierFn,
     cases: Sequence[tuple[str, Task, float]],
     *,
     timeout_s: float = 10.0,

@@ -49,7 +49,7 @@ from llmenv.deadline import describe_exception
 from llmenv.errors import VerifierError
 from llmenv.sandboxes.base import ExecResult, Limits, Sandbox, SandboxError
 from llmenv.types import Task, Verdict
-from llmenv.verifiers.base import call_verifier
+from llmenv.verifiers.base import BaseVerifier, call_verifier
 
 __all__ = ["CodeVerifier", "extract_code", "normalize_output", "kind_of_tests"]
 
@@ -235,7 +235,7 @@ class _Job:
     plan: Mapping[str, Any]
 
 
-class CodeVerifier:
+class CodeVerifier(BaseVerifier):
     """Runs the code in a completion against `task.tests` in a sandbox; reward = fraction of tests passed.
 
     Args:

@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from llmenv.types import Task, Verdict
+from llmenv.verifiers.base import BaseVerifier
 
 __all__ = ["Comparison", "MathVerifier", "compare", "extract_answer", "is_equivalent", "verify_batch"]
 
@@ -788,7 +789,7 @@ def _serve(fd: int) -> None:
 # The verifier
 
 
-class MathVerifier:
+class MathVerifier(BaseVerifier):
     """Reward 1.0 when the completion's final answer equals `task.answer`, else 0.0; bounded in time."""
 
     time_bounded = True
