@@ -1,9 +1,11 @@
 """Format verifiers: does a completion have the shape a task asks for, whatever its content?
 
 Each verifier here checks one shape (a `<think>` block followed by an answer, a balanced
-`\\boxed{}`, a regex, JSON that fits a small schema, a length window), returns a `Verdict` whose
+`\\boxed{}`, a regex, JSON that fits a JSON Schema, a length window), returns a `Verdict` whose
 single part is named after the check and whose `details["reason"]` says what was wrong, and runs
-in time linear in the completion (`time_bounded = True`: `call_verifier` calls them directly).
+in time linear in the completion (`time_bounded = True`: `call_verifier` calls them directly;
+a regex or schema the caller writes can break that, see RegexFormat and JSONFormat). Finding the
+JSON in a completion is ours; validating it is the `jsonschema` package's.
 They must not judge correctness (that is the math, code and task verifiers' job), must not
 evaluate anything the completion contains, and must not raise on any completion: a bad option
 raises `VerifierError` at construction instead.
@@ -13,14 +15,30 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+from jsonschema_specifications import REGISTRY as METASCHEMAS  # installed with jsonschema: the drafts' meta-schemas
 
 from llmenv.errors import VerifierError
 from llmenv.types import Task, Verdict
 
-__all__ = ["ThinkAnswerFormat", "BoxedFormat", "RegexFormat", "JSONFormat", "LengthBounds", "boxed_contents",
-           "validate_json"]
+__all__ = [
+    "ThinkAnswerFormat",
+    "BoxedFormat",
+    "RegexFormat",
+    "JSONFormat",
+    "LengthBounds",
+    "boxed_contents",
+    "schema_validator",
+    "validate_json",
+]
 
 
 def _verdict(name: str, reason: str | None, **details: Any) -> Verdict:
@@ -56,8 +74,7 @@ class ThinkAnswerFormat:
     time_bounded = True
     name = "think_format"
 
-    def __init__(self, think_tag: str = "think", answer_tag: str | None = None,
-                 require_nonempty: bool = True) -> None:
+    def __init__(self, think_tag: str = "think", answer_tag: str | None = None, require_nonempty: bool = True) -> None:
         for label, tag in (("think_tag", think_tag), ("answer_tag", answer_tag)):
             if tag is not None and not (isinstance(tag, str) and _TAG_NAME.fullmatch(tag)):
                 raise VerifierError(f"{label} must be a tag name (letters, digits, _ or -), got {tag!r}")
@@ -163,8 +180,9 @@ class RegexFormat:
     time_bounded = True
     name = "regex"
 
-    def __init__(self, pattern: str | re.Pattern[str], *, fullmatch: bool = False, flags: int = 0,
-                 max_chars: int = 100_000) -> None:
+    def __init__(
+        self, pattern: str | re.Pattern[str], *, fullmatch: bool = False, flags: int = 0, max_chars: int = 100_000
+    ) -> None:
         try:
             self.pattern = re.compile(pattern, flags)
         except (re.error, TypeError, ValueError) as exc:
@@ -184,126 +202,97 @@ class RegexFormat:
         return _verdict(self.name, None, match=match.group())
 
 
-_TYPES = dict(object=dict, array=list, string=str, integer=int, number=(int, float), boolean=bool,
-              null=type(None))
+MAX_REPORTED_ERRORS = 10
+"""A failed verdict's `details["errors"]` lists at most this many schema violations."""
+_MAX_MESSAGE_CHARS = 300  # jsonschema's messages quote the offending value, which may be the whole completion
 
 
-def _is_count(arg: Any) -> bool:
-    return isinstance(arg, int) and not isinstance(arg, bool) and arg >= 0
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE_CHARS else f"{text[: _MAX_MESSAGE_CHARS - 3]}..."
 
 
-def _is_number(arg: Any) -> bool:
-    return isinstance(arg, (int, float)) and not isinstance(arg, bool)
+def _message(error: ValidationError | SchemaError) -> str:
+    """`"<json path>: <jsonschema's message>"`, cut to a readable length."""
+    return _cut(f"{error.json_path}: {error.message}")
 
 
-# keyword -> (is its argument usable, what it must be); annotations accept anything
-_KEYWORDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "type": (lambda a: bool(a) and all(n in _TYPES for n in ([a] if isinstance(a, str) else a)),
-             f"a type name or a non-empty list of them, from {sorted(_TYPES)}"),
-    "properties": (lambda a: isinstance(a, Mapping), "a dict of schemas"),
-    "required": (lambda a: isinstance(a, list) and all(isinstance(r, str) for r in a), "a list of names"),
-    "additionalProperties": (lambda a: isinstance(a, bool), "a bool (sub-schemas are not supported)"),
-    "items": (lambda a: isinstance(a, Mapping), "a single schema (a dict)"),
-    "enum": (lambda a: isinstance(a, list), "a list"),
-    "const": (lambda a: True, ""),
-    **dict.fromkeys(("minimum", "maximum"), (_is_number, "a number")),
-    **dict.fromkeys(("minLength", "maxLength", "minItems", "maxItems"), (_is_count, "a non-negative int")),
-    "pattern": (lambda a: bool(re.compile(a)), "a valid regular expression"),
-    **dict.fromkeys(("title", "description", "default", "examples", "$schema", "$id", "$comment"),
-                    (lambda a: True, "")),
-}
+def _check_refs(validator_cls: type[Validator], schema: Mapping[str, Any] | bool) -> None:
+    """Raise VerifierError on a `$ref` that does not resolve inside `schema` (nothing is fetched)."""
+    specification = referencing.jsonschema.specification_with(validator_cls.ID_OF(validator_cls.META_SCHEMA))
+    root = specification.create_resource(schema)
+    todo = [(root, METASCHEMAS.resolver_with_root(root))]
+    while todo:
+        resource, resolver = todo.pop()
+        contents = resource.contents if isinstance(resource.contents, Mapping) else {}
+        for keyword in ("$ref", "$dynamicRef"):  # both start from a plain lookup of their URI
+            if isinstance(ref := contents.get(keyword), str):
+                try:
+                    resolver.lookup(ref)
+                except referencing.exceptions.Unresolvable as exc:
+                    raise VerifierError(
+                        f"schema: {keyword} {ref!r} does not resolve ({exc}); only references inside the schema "
+                        "(e.g. '#/$defs/name') and the JSON Schema meta-schemas are available, nothing is fetched"
+                    ) from exc
+        todo.extend((sub, resolver.in_subresource(sub)) for sub in resource.subresources())
 
 
-def _is_type(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return name == "boolean"
-    if name == "integer" and isinstance(value, float):
-        return value.is_integer()  # JSON Schema: 1.0 is an integer
-    return isinstance(value, _TYPES[name])
+def schema_validator(schema: Mapping[str, Any] | bool) -> Validator:
+    """A `jsonschema` validator for `schema` (its `$schema` draft, else the latest) that checks `format`.
+
+    The schema is checked against its draft's meta-schema and every `$ref` must resolve inside it;
+    otherwise `VerifierError` says where the problem is.
+
+    >>> schema_validator({"type": "integer", "minimum": "0"})
+    Traceback (most recent call last):
+    ...
+    llmenv.errors.VerifierError: schema is not a valid Draft202012 schema: $.minimum: '0' is not of type 'number'
+    """
+    if not isinstance(schema, (Mapping, bool)):
+        raise VerifierError(f"schema must be a dict (or a bool), got {type(schema).__name__}")
+    if isinstance(schema, Mapping) and "$schema" in schema:
+        dialect = schema["$schema"]
+        validator_cls = validator_for(schema, default=None) if isinstance(dialect, str) else None
+        if validator_cls is None:
+            raise VerifierError(
+                f"schema: unknown $schema {dialect!r:.200}; use a JSON Schema draft's URI, "
+                "e.g. 'https://json-schema.org/draft/2020-12/schema'"
+            )
+    else:
+        validator_cls = validator_for(schema)  # the latest draft
+    try:
+        validator_cls.check_schema(schema)
+    except SchemaError as exc:
+        hint = f" ({best_match(exc.context).message})" if exc.context else ""  # which branch of an anyOf
+        draft = validator_cls.__name__.removesuffix("Validator")
+        raise VerifierError(f"schema is not a valid {draft} schema: {_message(exc)}{hint}") from exc
+    _check_refs(validator_cls, schema)
+    # An empty registry: remote `$ref`s are never fetched (jsonschema's default would try the network).
+    return validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER, registry=referencing.Registry())
 
 
-def _json_equal(a: Any, b: Any) -> bool:
-    """JSON equality: `true` is not `1`, `1` is `1.0`."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
+def _violations(validator: Validator, value: Any) -> list[ValidationError] | str:
+    """Every violation of the validator's schema by `value`, or why validation could not finish."""
+    try:
+        return list(validator.iter_errors(value))
+    except RecursionError:
+        return "JSON value nested too deeply to validate"
 
 
-def _check_schema(schema: Any, where: str = "schema") -> None:
-    """Raise VerifierError, naming the keyword, on anything `validate_json` does not implement."""
-    if not isinstance(schema, Mapping):
-        raise VerifierError(f"{where} must be a dict, got {type(schema).__name__}")
-    for key, arg in schema.items():
-        if key not in _KEYWORDS:
-            raise VerifierError(f"{where}: unsupported JSON Schema keyword {key!r}; "
-                                f"supported: {list(_KEYWORDS)}")
-        usable, expected = _KEYWORDS[key]
-        try:
-            ok = usable(arg)
-        except (TypeError, re.error):
-            ok = False
-        if not ok:
-            raise VerifierError(f"{where}: {key!r} must be {expected}, got {arg!r:.100}")
-    for prop, sub in schema.get("properties", {}).items():
-        _check_schema(sub, f"{where}.properties.{prop}")
-    if "items" in schema:
-        _check_schema(schema["items"], f"{where}.items")
+def validate_json(value: Any, schema: Mapping[str, Any] | bool) -> str | None:
+    """The most relevant violation of `schema` by `value`, as `"<json path>: <message>"`, or None if it conforms.
 
-
-def validate_json(value: Any, schema: Mapping[str, Any], path: str = "$") -> str | None:
-    """The first violation of `schema` by `value`, as `"<json path>: <what>"`, or None if it conforms.
-
-    Supports the subset `JSONFormat` accepts; keywords apply only to values of their type, as in
-    JSON Schema. `schema` is trusted to have passed `JSONFormat`'s construction check.
+    Full JSON Schema (every draft `jsonschema` knows, `$ref`, `oneOf`, `format`, ...), with
+    jsonschema's messages; a bad schema raises `VerifierError`. `JSONFormat` checks the schema
+    once at construction, so prefer it for many values.
 
     >>> schema = {"properties": {"items": {"items": {"properties": {"name": {"type": "string"}}}}}}
     >>> validate_json({"items": [{"name": "a"}, {"name": 3}]}, schema)
-    '$.items[1].name: expected string, got int'
+    "$.items[1].name: 3 is not of type 'string'"
     """
-    if "type" in schema:
-        names = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
-        if not any(_is_type(value, n) for n in names):
-            got = "null" if value is None else type(value).__name__
-            return f"{path}: expected {' or '.join(names)}, got {got}"
-    if "const" in schema and not _json_equal(value, schema["const"]):
-        return f"{path}: expected {json.dumps(schema['const'])}, got {json.dumps(value)[:100]}"
-    if "enum" in schema and not any(_json_equal(value, option) for option in schema["enum"]):
-        return f"{path}: {json.dumps(value)[:100]} is not one of {json.dumps(schema['enum'])[:200]}"
-    if _is_number(value):
-        size, low, high, what = value, "minimum", "maximum", "value"
-    elif isinstance(value, str):
-        size, low, high, what = len(value), "minLength", "maxLength", "string length"
-    elif isinstance(value, list):
-        size, low, high, what = len(value), "minItems", "maxItems", "number of items"
-    else:
-        size, low, high, what = 0, "", "", ""  # "" is never a keyword: no size bound applies
-    if low in schema and size < schema[low]:
-        return f"{path}: {what} {size} < {low} {schema[low]}"
-    if high in schema and size > schema[high]:
-        return f"{path}: {what} {size} > {high} {schema[high]}"
-    if isinstance(value, str) and "pattern" in schema and re.search(schema["pattern"], value) is None:
-        return f"{path}: {json.dumps(value)[:100]} does not match pattern {schema['pattern']!r}"
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            if error := validate_json(item, schema["items"], f"{path}[{i}]"):
-                return error
-    if isinstance(value, dict):
-        for key in schema.get("required", []):
-            if key not in value:
-                return f"{path}: missing required property {key!r}"
-        properties = schema.get("properties", {})
-        for key, item in value.items():
-            if key in properties:
-                child = f"{path}.{key}" if key.isidentifier() else f"{path}[{json.dumps(key)}]"
-                if error := validate_json(item, properties[key], child):
-                    return error
-            elif schema.get("additionalProperties", True) is False:
-                return f"{path}: unexpected property {key!r}"
-    return None
+    violations = _violations(schema_validator(schema), value)
+    if isinstance(violations, str):
+        return violations
+    return _message(best) if (best := best_match(violations)) is not None else None
 
 
 _JSON_SCAN = re.compile(r'[\[\]{}"\\]')
@@ -350,15 +339,21 @@ def _parse(text: str) -> tuple[Any, str | None]:
 
 
 class JSONFormat:
-    """The completion holds JSON that conforms to a schema (a common subset of JSON Schema).
+    """The completion holds JSON that conforms to a JSON Schema, validated by the `jsonschema` package.
 
-    Supported keywords: type (a name or a list), properties, required, additionalProperties
-    (bool), items (one schema), enum, const, minimum, maximum, minLength, maxLength, minItems,
-    maxItems, pattern; annotations (title, description, default, examples, $schema, $id,
-    $comment) are ignored. Any other keyword raises `VerifierError` at construction.
+    Any draft `jsonschema` supports (the one `$schema` names, else the latest), with `$ref`/`$defs`,
+    `oneOf`/`anyOf`/`allOf`, and `format` checked where jsonschema has a checker for it without
+    optional packages (`email`, `date`, `ipv4`, `ipv6`, `uuid`, `regex`, ...; others are accepted
+    unchecked, as the specification allows). The schema is checked once, at construction: an
+    invalid schema, an unknown `$schema` or a `$ref` that does not resolve inside the schema raises
+    `VerifierError`. On failure `details["reason"]` is the most relevant violation and
+    `details["errors"]` lists up to `MAX_REPORTED_ERRORS` as `{"path", "message"}` (jsonschema's
+    JSON path and message). Validation is linear in the value for usual schemas; like a
+    backtracking regex, a schema whose `oneOf` branches each recurse into the value can take
+    exponential time, and avoiding such schemas is the caller's responsibility.
 
     Options:
-        schema: the JSON Schema subset the value must satisfy; None accepts any JSON value.
+        schema: the JSON Schema the value must satisfy; None accepts any JSON value.
         extract: where the JSON is: "fenced" (the first ```json block), "whole" (the whole
             completion, stripped), "first" (the first balanced {...} or [...] that parses), or
             "auto": the fenced block if there is one, else the whole text, else "first".
@@ -368,20 +363,24 @@ class JSONFormat:
     name = "json"
     EXTRACT_MODES = ("auto", "fenced", "whole", "first")
 
-    def __init__(self, schema: dict[str, Any] | None = None, *, extract: str = "auto") -> None:
+    def __init__(self, schema: Mapping[str, Any] | bool | None = None, *, extract: str = "auto") -> None:
         if extract not in self.EXTRACT_MODES:
             raise VerifierError(f"extract must be one of {self.EXTRACT_MODES}, got {extract!r}")
-        if schema is not None:
-            _check_schema(schema)
+        self.validator = None if schema is None else schema_validator(schema)
         self.schema, self.extract = schema, extract
 
     def __call__(self, completion: str, task: Task) -> Verdict:
         """Parse and validate; `details["value"]` holds the parsed JSON on success."""
         value, reason, source = self._extract(completion)
-        if reason is None and self.schema is not None:
-            reason = validate_json(value, self.schema)
         if reason is not None:
             return _verdict(self.name, reason, source=source)
+        if self.validator is not None:
+            violations = _violations(self.validator, value)
+            if isinstance(violations, str):
+                return _verdict(self.name, violations, source=source)
+            if (best := best_match(violations)) is not None:
+                errors = [{"path": e.json_path, "message": _cut(e.message)} for e in violations[:MAX_REPORTED_ERRORS]]
+                return _verdict(self.name, _message(best), source=source, errors=errors)
         return _verdict(self.name, None, source=source, value=value)
 
     def _extract(self, completion: str) -> tuple[Any, str | None, str | None]:
@@ -427,8 +426,14 @@ class LengthBounds:
     time_bounded = True
     name = "length"
 
-    def __init__(self, min_tokens: int | None = None, max_tokens: int | None = None,
-                 min_chars: int | None = None, max_chars: int | None = None, tokenizer: Any = None) -> None:
+    def __init__(
+        self,
+        min_tokens: int | None = None,
+        max_tokens: int | None = None,
+        min_chars: int | None = None,
+        max_chars: int | None = None,
+        tokenizer: Any = None,
+    ) -> None:
         self.min_tokens, self.max_tokens = _bound("min_tokens", min_tokens), _bound("max_tokens", max_tokens)
         self.min_chars, self.max_chars = _bound("min_chars", min_chars), _bound("max_chars", max_chars)
         for unit, low, high in (("tokens", min_tokens, max_tokens), ("chars", min_chars, max_chars)):
@@ -449,8 +454,10 @@ class LengthBounds:
         if self.tokenizer is not None:
             encoded = self.tokenizer.encode(completion, add_special_tokens=False)
             measured["tokens"] = len(getattr(encoded, "ids", encoded))
-        for unit, low, high in (("chars", self.min_chars, self.max_chars),
-                                ("tokens", self.min_tokens, self.max_tokens)):
+        for unit, low, high in (
+            ("chars", self.min_chars, self.max_chars),
+            ("tokens", self.min_tokens, self.max_tokens),
+        ):
             if low is not None and measured[unit] < low:
                 return _verdict(self.name, f"length {measured[unit]} {unit} < min {low}", **measured)
             if high is not None and measured[unit] > high:
