@@ -15,125 +15,88 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmenv.agents import collector, losses
-from llmenv.agents.checkpoint import load_checkpoint, save_checkpoint
+from llmenv.agents import gc_control, losses
+from llmenv.agents.checkpoint import export_final, load_checkpoint, save_checkpoint
+from llmenv.agents.config import check_config, option
 from llmenv.agents.policy import HFPolicy, SamplingParams
 from llmenv.agents.rollout import RolloutBatch, rollout, to_batch
 from llmenv.agents.runlog import RunLog
 from llmenv.agents.scoring import completion_logprobs
+from llmenv.agents.trainer import StopAtStepBoundary, adamw, own_weights, resolve_device, resume_point
+from llmenv.models import load_model, load_tokenizer
+from llmenv.vector import VectorLLMEnv
 
 TRAIN_SEED_STRIDE = 10**8
 """A run with seed s draws its step-t tasks from env seeds s * 10**8 + t * num_envs + i."""
 
-TRAIN_SEED_STRIDE = 10**8
-"""Training run with seed s draws tasks from env seeds s * 10**8 + step * num_envs + i."""
+
+def _positive(value: float) -> bool:
+    return value > 0
 
 
 @dataclass
 class GRPOConfig:
     """Everything a GRPO run needs; every field is a `llmenv train grpo` flag."""
 
-    task: str = "llmenv/arith-v0"
-    """Registered task id."""
-    model: str = "smollm2-135m"
-    """Model to train: local path, hub id or smollm2-135m."""
-    task_params: dict[str, Any] = field(default_factory=dict)
-    """Task parameters passed to the environment (e.g. {"digits": 1})."""
-    format_weight: float = 0.0
-    """Weight of a \\boxed{} format reward added to the task's reward (0 = the task's reward only)."""
-    steps: int = 20
-    """Optimisation steps (one rollout each)."""
-    prompts_per_step: int = 4
-    """Distinct tasks per step."""
-    group_size: int = 4
-    """Completions per task; advantages are relative within a group."""
-    max_new_tokens: int = 64
-    """Generation budget per policy turn."""
-    temperature: float = 1.0
-    """Sampling temperature of rollouts."""
-    top_p: float = 1.0
-    """Nucleus sampling mass of rollouts."""
-    lr: float = 1e-6
-    """AdamW learning rate."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    seed: int = 0
-    """Seeds model init order, rollouts and task draws."""
-    out: str = "runs/grpo"
-    """Folder for metrics.jsonl, reward.png, TensorBoard events and checkpoints."""
-    resume: bool = False
-    """Continue from out/checkpoint, appending to metrics.jsonl."""
-    save_every: int = 10
-    """Checkpoint every this many steps (and at the end, unless save_final is off)."""
-    save_final: bool = True
-    """Checkpoint after the last step too (off: only every save_every steps, like TRL's save_strategy="no")."""
-    epochs: int = 1
-    """Optimisation passes over each rollout; >1 stores old log-probs with an extra forward pass."""
-    micro_batch: int = 8
-    """Sequences per forward/backward (gradient accumulation over the rollout)."""
-    advantage: str = "std"
-    """Advantage scaling: "std" (GRPO), "none" (Dr. GRPO) or "batch" (batch-std normalised)."""
-    loss_aggregation: str = "token_mean"
-    """"token_mean" (DAPO), "sequence_mean" (GRPO) or "constant" (Dr. GRPO, divides by max_new_tokens)."""
-    importance: str = "token"
-    """"token" (PPO/GRPO ratio per token) or "sequence" (GSPO)."""
-    clip_low: float = 0.2
-    """Lower clip range of the ratio (1 - clip_low)."""
-    clip_high: float = 0.28
-    """Upper clip range (1 + clip_high); larger than clip_low is DAPO's clip-higher."""
-    beta: float = 0.0
-    """KL coefficient towards the initial model; 0 loads no reference model."""
-    kl_estimator: str = "k3"
-    """"k1" or "k3" (Schulman) per-token KL estimator."""
-    entropy_coef: float = 0.0
-    """Entropy bonus coefficient."""
-    dynamic_sampling: bool = False
-    """Drop groups whose rewards do not vary (DAPO); they carry no gradient."""
-    filter_truncated: bool = False
-    """Drop completions cut at max_new_tokens from the loss."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clipping."""
-    lora_rank: int = 0
-    """Train a LoRA adapter of this rank through peft instead of all weights (0 = full)."""
-    gradient_checkpointing: bool = False
-    """Trade compute for memory in the backward pass."""
-    bf16: bool = False
-    """bf16 autocast for the training forward/backward (CPU and GPU)."""
-    device: str = "auto"
-    """"cpu", "cuda" or "auto"."""
+    task: str = option("llmenv/arith-v0", "Registered task id (llmenv tasks lists them).")
+    model: str = option("smollm2-135m", "Model to train: local path, hub id or smollm2-135m.")
+    task_params: dict[str, Any] = option({}, "Task parameter passed to the environment")
+    steps: int = option(20, "Optimisation steps (one rollout each).", check=_positive, expects=">= 1")
+    prompts_per_step: int = option(4, "Distinct tasks per step.", check=_positive, expects=">= 1")
+    group_size: int = option(
+        4, "Completions per task; advantages are relative within a group.", check=lambda g: g >= 2,
+        expects=">= 2: with one completion per task every advantage is 0 and nothing is learned",
+    )  # fmt: skip
+    max_new_tokens: int = option(64, "Generation budget per policy turn.", check=_positive, expects=">= 1")
+    temperature: float = option(1.0, "Sampling temperature of rollouts.", check=_positive, expects="> 0")
+    top_p: float = option(1.0, "Nucleus sampling mass of rollouts.", check=lambda p: 0 < p <= 1, expects="in (0, 1]")
+    lr: float = option(1e-6, "AdamW learning rate.", check=_positive, expects="> 0")
+    weight_decay: float = option(0.0, "AdamW weight decay.", check=lambda w: w >= 0, expects=">= 0")
+    seed: int = option(0, "Seeds model init order, rollouts and task draws.", check=lambda s: s >= 0, expects=">= 0")
+    out: str = option("runs/grpo", "Folder for metrics.jsonl, reward.png, TensorBoard events and checkpoints.")
+    resume: bool = option(False, "Continue from out/checkpoint (weights, optimizer, RNG, step).")
+    save_every: int = option(
+        10, "Write the resume checkpoint every this many steps (0: only on Ctrl-C).", check=lambda n: n >= 0,
+        expects=">= 0",
+    )  # fmt: skip
+    save_final: bool = option(True, "Export the trained weights (or adapter) alone to out/final at the end.")
+    epochs: int = option(
+        1, "Optimisation passes over each rollout; >1 stores old log-probs with an extra forward pass.",
+        check=_positive, expects=">= 1",
+    )  # fmt: skip
+    micro_batch: int = option(8, "Sequences per forward/backward (gradient accumulation).", check=_positive, expects=">= 1")
+    advantage: str = option(
+        "std", 'Advantage scaling: "std" (GRPO), "none" (Dr. GRPO) or "batch" (batch-std).', choices=losses.ADVANTAGES
+    )
+    loss_aggregation: str = option(
+        "token_mean", '"token_mean" (DAPO), "sequence_mean" (GRPO) or "constant" (Dr. GRPO: / max_new_tokens).',
+        choices=losses.AGGREGATIONS,
+    )  # fmt: skip
+    importance: str = option("token", '"token" (PPO/GRPO ratio per token) or "sequence" (GSPO).', choices=("token", "sequence"))
+    clip_low: float = option(0.2, "Lower clip range of the ratio (1 - clip_low).", check=lambda c: 0 <= c < 1, expects="in [0, 1)")
+    clip_high: float = option(
+        0.28, "Upper clip range (1 + clip_high); above clip_low is DAPO's clip-higher.", check=lambda c: c >= 0,
+        expects=">= 0",
+    )  # fmt: skip
+    beta: float = option(0.0, "KL coefficient towards the initial model; 0 loads no reference model.", check=lambda b: b >= 0, expects=">= 0")
+    kl_estimator: str = option("k3", '"k1" or "k3" (Schulman) per-token KL estimator.', choices=("k1", "k3"))
+    entropy_coef: float = option(0.0, "Entropy bonus coefficient.")
+    dynamic_sampling: bool = option(False, "Drop groups whose rewards do not vary (DAPO); they carry no gradient.")
+    drop_cut: bool = option(False, "Leave completions cut at max_new_tokens (no stop token) out of the loss.")
+    max_grad_norm: float = option(1.0, "Gradient-norm clipping.", check=_positive, expects="> 0")
+    lora_rank: int = option(0, "Train a LoRA adapter of this rank through peft instead of all weights (0 = full).", check=lambda r: r >= 0, expects=">= 0")
+    gradient_checkpointing: bool = option(False, "Trade compute for memory in the backward pass.")
+    bf16: bool = option(False, "bf16 autocast for the training forward/backward (CPU and GPU).")
+    device: str = option("auto", '"auto" (CUDA when available), "cpu" or "cuda[:index]".')
 
     def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 1,
-            "prompts_per_step": self.prompts_per_step >= 1,
-            "group_size": self.group_size >= 1,
-            "max_new_tokens": self.max_new_tokens >= 1,
-            "lr": self.lr > 0,
-            "epochs": self.epochs >= 1,
-            "micro_batch": self.micro_batch >= 1,
-            "save_every": self.save_every >= 1,
-            "beta": self.beta >= 0,
-            "clip_low": 0 <= self.clip_low < 1,
-            "clip_high": self.clip_high >= 0,
-            "lora_rank": self.lora_rank >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid GRPOConfig values: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
-        for name, choices in (
-            ("advantage", losses.ADVANTAGES),
-            ("loss_aggregation", losses.AGGREGATIONS),
-            ("importance", ("token", "sequence")),
-            ("kl_estimator", ("k1", "k3")),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"GRPOConfig.{name} must be one of {sorted(choices)}, got {getattr(self, name)!r}")
+        check_config(self)
 
 
 @dataclass
@@ -150,24 +113,18 @@ class TrainState:
     advantage_fn: Callable[..., torch.Tensor]
     aggregate_fn: Callable[..., torch.Tensor]
     step: int = 0
+    resume_from: Path | None = None
+    """The checkpoint this run continues from (None for a fresh run)."""
+    interrupted: bool = False
+    """The run stopped early on Ctrl-C (after saving a checkpoint)."""
 
 
 def build(config: GRPOConfig) -> TrainState:
-    """Load the model (optionally with LoRA), the reference model if beta > 0, the optimizer and the env."""
-    from llmenv.models import load_model, load_tokenizer
-    from llmenv.registry import spec
-    from llmenv.vector import VectorLLMEnv
-    from llmenv.verifiers.base import Rubric, prestart_verifier
-    from llmenv.verifiers.format import BoxedFormat
-
+    """Check the device and resume checkpoint, then load the env, model (LoRA), reference (beta > 0) and optimizer."""
+    device = resolve_device(config.device)
+    resume_from = resume_point(config.out, config.resume)  # before the model loads: a missing one fails in ms
     torch.manual_seed(config.seed)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     tokenizer = load_tokenizer(config.model)
-    extra: dict[str, Any] = {}
-    if config.format_weight:
-        extra["verifier"] = Rubric(
-            {"correct": (spec(config.task).verifier, 1.0), "format": (BoxedFormat(), config.format_weight)}
-        )
     env = VectorLLMEnv(
         config.task,
         config.prompts_per_step * config.group_size,
@@ -175,26 +132,22 @@ def build(config: GRPOConfig) -> TrainState:
         group_size=config.group_size,
         autoreset=False,
         **config.task_params,
-        **extra,
     )
-    prestart_verifier(env.envs[0].verifier)  # verifier workers boot while the model loads
+    env.prestart()  # verifier workers boot while the model loads
     model = load_model(config.model, device=device)
     reference = None
     if config.beta > 0:
         reference = load_model(config.model, device=device).eval().requires_grad_(False)
     if config.lora_rank > 0:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # noqa: PLC0415 - peft is optional (LoRA runs only)
 
         lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear")
         model = get_peft_model(model, lora)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if torch.device(device).type == "cpu":
-        with torch.no_grad():  # weights loaded on CPU can be a read-only file mapping: copy them once,
-            for p in trainable:  # or the first optimizer step pays a page fault per 4 KiB (~2 s for 135M)
-                p.data = p.data.clone()
-    optimizer = _adamw(trainable, config, torch.device(device))
+    own_weights(trainable, device)
+    optimizer = adamw(trainable, lr=config.lr, weight_decay=config.weight_decay, device=device)
     aggregate = losses.AGGREGATIONS[config.loss_aggregation]
     if config.loss_aggregation == "constant":
         aggregate = _constant_aggregation(config.max_new_tokens)
@@ -208,13 +161,8 @@ def build(config: GRPOConfig) -> TrainState:
         reference=reference,
         advantage_fn=losses.ADVANTAGES[config.advantage],
         aggregate_fn=aggregate,
+        resume_from=resume_from,
     )
-
-
-def _adamw(params: list[torch.nn.Parameter], config: GRPOConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW, with torch's fused kernel where it has one (on CPU one step is ~4x faster than the default)."""
-    fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.bfloat16) for p in params)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def _constant_aggregation(max_tokens: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -258,17 +206,28 @@ def policy_loss(
 
 
 def update(state: TrainState, batch: RolloutBatch) -> dict[str, float]:
-    """Advantages, filtering, then `epochs` passes of micro-batched gradient steps; returns metrics."""
+    """Advantages, filtering, then `epochs` passes of micro-batched gradient steps; returns metrics.
+
+    Episodes whose verdict carries a verifier error are neither trained on nor counted in their
+    group's advantage baseline: a crashed check is not a wrong answer.
+    """
     cfg = state.config
-    advantages = state.advantage_fn(batch.rewards, batch.group_ids)  # (B,)
-    keep = torch.ones_like(batch.rewards, dtype=torch.bool)  # (B,)
+    scored = ~batch.errored  # (B,)
+    advantages = torch.zeros_like(batch.rewards)  # (B,)
+    if scored.any():
+        advantages[scored] = state.advantage_fn(batch.rewards[scored], batch.group_ids[scored])
+    varying = _varying_groups(batch.rewards, batch.group_ids, scored)  # (B,)
+    keep = scored.clone()  # (B,)
     if cfg.dynamic_sampling:
-        keep &= _varying_groups(batch.rewards, batch.group_ids)
-    if cfg.filter_truncated:
+        keep &= varying
+    if cfg.drop_cut:
         keep &= ~batch.cut
     rows = torch.nonzero(keep)[:, 0]
+    groups = batch.group_ids[scored].unique()
+    flat = [g for g in groups.tolist() if not varying[(batch.group_ids == g) & scored].any()]
     metrics = {
         "kept": float(keep.float().mean()),
+        "zero_variance_group_fraction": len(flat) / max(len(groups), 1),
         "loss": 0.0,
         "kl": 0.0,
         "entropy": 0.0,
@@ -308,12 +267,13 @@ def update(state: TrainState, batch: RolloutBatch) -> dict[str, float]:
     return metrics
 
 
-def _varying_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """True for rows whose group's rewards are not all equal."""
+def _varying_groups(rewards: torch.Tensor, group_ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """True for rows whose group's scored rewards are not all equal (a group with signal)."""
     keep = torch.zeros_like(rewards, dtype=torch.bool)  # (B,)
     for group in group_ids.unique():
-        members = group_ids == group  # (B,)
-        keep[members] = bool(rewards[members].max() > rewards[members].min())
+        members = (group_ids == group) & scored  # (B,)
+        if members.any():
+            keep[members] = bool(rewards[members].max() > rewards[members].min())
     return keep
 
 
@@ -329,57 +289,75 @@ def _select(batch: RolloutBatch, rows: torch.Tensor) -> RolloutBatch:
         rewards=batch.rewards[rows],
         group_ids=batch.group_ids[rows],
         cut=batch.cut[rows],
+        errored=batch.errored[rows],
     )
 
 
 def train(config: GRPOConfig, *, progress: bool = True) -> TrainState:
-    """Run GRPO for `config.steps` steps, writing metrics, plot and checkpoints to `config.out`."""
-    with collector.paused():  # loading allocates ~10^5 long-lived objects; collecting mid-load finds no garbage
+    """Run GRPO for `config.steps` steps, writing metrics, plot, checkpoints and the final export to `config.out`.
+
+    Ctrl-C stops after the current step with a resume checkpoint saved (`state.interrupted`).
+    """
+    with gc_control.paused():  # loading allocates ~10^5 long-lived objects; collecting mid-load finds no garbage
         state = build(config)
-    with collector.frozen():  # full collections in the loop skip the model, tokenizer and imported modules
+    with gc_control.frozen():  # full collections in the loop skip the model, tokenizer and imported modules
         _loop(state, progress=progress)
     return state
 
 
+def _status(metrics: dict[str, Any]) -> str:
+    """The progress line's text for one step, with a warning when the step carried no learning signal."""
+    text = f"reward {metrics['reward_mean']:.3f} loss {metrics['loss']:+.4f} {metrics['step_time_s']:.1f}s"
+    if metrics["turns_mean"] > 1 or metrics["tool_calls_mean"]:
+        text += f" turns {metrics['turns_mean']:.1f} tools {metrics['tool_calls_mean']:.1f}"
+    if metrics["verifier_error_fraction"]:
+        text += f" [red]verifier errors {metrics['verifier_error_fraction']:.0%}[/]"
+    if metrics["zero_variance_group_fraction"] >= 1.0 or metrics["kept"] == 0.0:
+        text += " [yellow]no learning signal: every group's rewards are equal[/]"
+    return text
+
+
 def _loop(state: TrainState, *, progress: bool) -> None:
-    """Steps from `state.step` to `config.steps`: metrics, progress, checkpoints, then the plot."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    """Steps from the resume point to `config.steps`: metrics, progress, checkpoints, final export, plot."""
+    from rich.console import Console  # noqa: PLC0415 - rich's progress is only needed by the loop
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
 
     config = state.config
     out = Path(config.out)
-    checkpoint = out / "checkpoint"
-    if config.resume and checkpoint.exists():
-        state.step = load_checkpoint(checkpoint, model=state.model, optimizer=state.optimizer)
-    elif config.resume:
-        raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint}")
-    log = RunLog(out, resume=config.resume)
+    if state.resume_from is not None:
+        state.step = load_checkpoint(state.resume_from, model=state.model, optimizer=state.optimizer)
+    log = RunLog(out, resume_from=state.step if state.resume_from is not None else None)
     config_dict = dataclasses.asdict(config)
+    console = Console(quiet=not progress)
     columns = [
         TextColumn("[bold]GRPO[/] step {task.completed}/{task.total}"),
         BarColumn(),
         TextColumn("{task.fields[status]}"),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+
+    def checkpoint() -> None:
+        saved = save_checkpoint(
+            out, model=state.model, tokenizer=state.tokenizer, optimizer=state.optimizer, step=state.step,
+            config=config_dict,
+        )  # fmt: skip
+        console.print(f"step {state.step}: resume checkpoint {saved.describe()}")
+
+    with StopAtStepBoundary(console.print) as stop, Progress(*columns, console=console, disable=not progress) as bar:
         job = bar.add_task("train", total=config.steps, completed=state.step, status="")
-        while state.step < config.steps:
+        while state.step < config.steps and not stop.requested:
             metrics = train_step(state)
             log.log(metrics)
-            bar.update(
-                job,
-                completed=state.step,
-                status=f"reward {metrics['reward_mean']:.3f} loss {metrics['loss']:+.4f} {metrics['step_time_s']:.1f}s",
-            )
-            if state.step % config.save_every == 0 or (config.save_final and state.step == config.steps):
-                save_checkpoint(
-                    out,
-                    model=state.model,
-                    tokenizer=state.tokenizer,
-                    optimizer=state.optimizer,
-                    step=state.step,
-                    config=config_dict,
-                )
-    log.plot()
+            bar.update(job, completed=state.step, status=_status(metrics))
+            if config.save_every and state.step % config.save_every == 0:
+                checkpoint()
+        if stop.requested and state.step < config.steps:
+            state.interrupted = True
+            if not (config.save_every and state.step % config.save_every == 0):
+                checkpoint()
+    if not state.interrupted and config.save_final:
+        console.print(f"final export: {export_final(out, model=state.model, tokenizer=state.tokenizer).describe()}")
+    log.plot(title=f"GRPO on {config.task} ({config.model})")
     log.close()
 
 
@@ -406,6 +384,8 @@ def train_step(state: TrainState) -> dict[str, Any]:
         "reward_mean": float(batch.rewards.mean()),
         "reward_std": float(batch.rewards.std(unbiased=False)),
         **metrics,
+        "verifier_error_fraction": float(batch.errored.float().mean()),
+        **batch.stats,
         "tokens": policy_tokens,
         "cut_fraction": float(batch.cut.float().mean()),
         "generation_tokens_per_s": policy_tokens / max(generated - started, 1e-9),

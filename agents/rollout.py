@@ -4,14 +4,16 @@
 live episode in one batched call and steps all of them, so single-turn and multi-turn tasks go
 through the same loop. It returns one `Episode` per environment with its exact trajectory and the
 sampling log-prob of every policy token. `to_batch` pads episodes into tensors: token ids,
-attention and loss masks (1 on policy tokens only), old log-probs, rewards, group ids and the mean
-of each verifier part. This module samples and packs; it computes no loss.
+attention and loss masks (1 on policy tokens only), old log-probs, rewards, group ids, which
+episodes carry a verifier error, the mean of each verifier part and of turns and tool calls.
+`Episode.to_json` is the episode JSONL schema. This module samples and packs; it computes no loss.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,11 +40,54 @@ class Episode:
     """The episode hit max_turns / max_context_tokens."""
     cut: bool
     """The last action was cut at max_new_tokens (no stop token)."""
+    tool_calls: int = 0
+    """Tool calls the policy made (tool-use tasks)."""
+    tool_errors: int = 0
+    """Tool calls that failed (unknown tool, bad arguments, a raising or timed-out tool, budget)."""
+    stop_reason: str = ""
+    """Why a multi-turn episode ended ("solved", "max_turns", ...), empty for single-turn ones."""
 
     @property
     def reward(self) -> float:
         """The episode's return: the sum of its per-turn rewards."""
         return self.trajectory.total_reward
+
+    @property
+    def turns(self) -> int:
+        """Policy turns played."""
+        return len(self.completions)
+
+    @property
+    def error(self) -> str | None:
+        """The first verifier error of the episode, if any (such an episode is not trained on)."""
+        return next((v.error for v in self.verdicts if v.error is not None), None)
+
+    def passed(self, threshold: float = 1.0) -> bool:
+        """Whether the final verdict counts as solved (`Verdict.passes` with the task's pass threshold)."""
+        return bool(self.verdicts) and self.verdicts[-1].passes(threshold)
+
+    def to_json(self) -> dict[str, Any]:
+        """The episode as one JSON object (the schema of `llmenv rollout --out`; fields in README)."""
+        return {
+            "seed": self.seed,
+            "group": self.group,
+            "prompt": self.prompt,
+            "answer": self.task.answer,
+            "completions": list(self.completions),
+            "reward": self.reward,
+            "rewards": list(self.trajectory.rewards),
+            "passed": self.verdicts[-1].passed if self.verdicts else None,
+            "parts": [dict(v.parts) for v in self.verdicts],
+            "errors": [v.error for v in self.verdicts],
+            "turns": self.turns,
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.tool_errors,
+            "stop_reason": self.stop_reason,
+            "truncated": self.truncated,
+            "cut": self.cut,
+            "tokens": self.trajectory.tokens.tolist(),
+            "loss_mask": self.trajectory.loss_mask.tolist(),
+        }
 
 
 @dataclass(frozen=True)
@@ -56,8 +101,11 @@ class RolloutBatch:
     rewards: torch.Tensor  # (B,) float, episode returns
     group_ids: torch.Tensor  # (B,) long
     cut: torch.Tensor  # (B,) bool, last action cut at the token limit
+    errored: torch.Tensor  # (B,) bool, a verdict of the episode carries a verifier error
     parts: dict[str, float]
     """Mean over episodes of each verifier part of the final verdict."""
+    stats: dict[str, float]
+    """Per-episode means of what the episodes did: turns, tool calls, tool errors."""
 
 
 def rollout(env: VectorLLMEnv, policy: Policy, sampling: SamplingParams, *, seed: int | None = None) -> list[Episode]:
@@ -75,6 +123,7 @@ def rollout(env: VectorLLMEnv, policy: Policy, sampling: SamplingParams, *, seed
     completions: list[list[str]] = [[] for _ in range(n)]
     verdicts: list[list[Verdict]] = [[] for _ in range(n)]
     truncated, cut = [False] * n, [False] * n
+    tool_calls, tool_errors, stop_reasons = [0] * n, [0] * n, [""] * n
     while live:
         generations = policy.generate([obs[i].tolist() for i in live], sampling)
         actions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * n
@@ -88,6 +137,11 @@ def rollout(env: VectorLLMEnv, policy: Policy, sampling: SamplingParams, *, seed
             completions[i].append(step_infos["completion"][i])
             verdicts[i].append(step_infos["verdict"][i])
             truncated[i] = bool(trunc[i])
+            if "tool_calls" in step_infos and step_infos["_tool_calls"][i]:  # totals so far (ToolEnv)
+                tool_calls[i] = int(step_infos["tool_calls"][i])
+                tool_errors[i] = _count_at(step_infos.get("tool_errors", {}), i)
+            if "stop_reason" in step_infos and step_infos["_stop_reason"][i]:
+                stop_reasons[i] = str(step_infos["stop_reason"][i])
         live = [i for i in live if not (terminated[i] or trunc[i])]
     episodes = []
     for i in range(n):
@@ -107,9 +161,17 @@ def rollout(env: VectorLLMEnv, policy: Policy, sampling: SamplingParams, *, seed
                 logprobs=logprobs,
                 truncated=truncated[i],
                 cut=cut[i],
+                tool_calls=tool_calls[i],
+                tool_errors=tool_errors[i],
+                stop_reason=stop_reasons[i],
             )
         )
     return episodes
+
+
+def _count_at(counts: dict[str, Any], i: int) -> int:
+    """Env i's total over a vector info's dict of per-kind count arrays (`_kind` masks say who has one)."""
+    return sum(int(values[i]) for kind, values in counts.items() if not kind.startswith("_") and counts[f"_{kind}"][i])
 
 
 def to_batch(episodes: Sequence[Episode], pad_token_id: int) -> RolloutBatch:
@@ -138,5 +200,11 @@ def to_batch(episodes: Sequence[Episode], pad_token_id: int) -> RolloutBatch:
         rewards=torch.tensor([e.reward for e in episodes], dtype=torch.float32),  # (B,)
         group_ids=torch.tensor([e.group for e in episodes], dtype=torch.long),  # (B,)
         cut=torch.tensor([e.cut for e in episodes], dtype=torch.bool),  # (B,)
+        errored=torch.tensor([e.error is not None for e in episodes], dtype=torch.bool),  # (B,)
         parts={name: float(np.mean(values)) for name, values in part_values.items()},
+        stats={
+            "turns_mean": float(np.mean([e.turns for e in episodes])),
+            "tool_calls_mean": float(np.mean([e.tool_calls for e in episodes])),
+            "tool_errors_mean": float(np.mean([e.tool_errors for e in episodes])),
+        },
     )

@@ -61,3 +61,11 @@ class ModelNotFoundError(LLMEnvError, FileNotFoundError):
 
 class VerifierError(LLMEnvError, RuntimeError):
     """A verifier was misconfigured (raised at construction, never from inside a reward call)."""
+
+
+class ConfigError(LLMEnvError, ValueError):
+    """A learner's or command's configuration cannot work (out-of-range value, unknown choice, no CUDA)."""
+
+
+class CheckpointError(LLMEnvError, RuntimeError):
+    """A checkpoint to resume from is missing, incomplete or does not match the model."""

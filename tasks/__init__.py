@@ -6,7 +6,7 @@ from __future__ import annotations
 def register_builtin_tasks() -> None:
     """Register the tasks that ship with llmenv under the `llmenv/` namespace."""
     from llmenv.registry import register_task
-    from llmenv.tasks.arith import generate_arith
+    from llmenv.tasks.arith import DEMO_PARAMS, demo_reward, generate_arith
     from llmenv.tasks.code import HUMANEVAL, MBPP
     from llmenv.tasks.codegen import generate_codegen
     from llmenv.tasks.countdown import CountdownVerifier, generate_countdown
@@ -26,6 +26,8 @@ def register_builtin_tasks() -> None:
     math_verifier = MathVerifier()
     register_task("arith-v0", source=generate_arith, verifier=math_verifier, replace=True,
                   description="integer arithmetic; knobs: digits, ops, terms")
+    register_task("arith-demo-v0", source=generate_arith, verifier=demo_reward(), replace=True, **DEMO_PARAMS,
+                  description="the demo's task: one-digit +/- arith-v0 with a shaped reward (boxed, number, format)")
     register_task("countdown-v0", source=generate_countdown, verifier=CountdownVerifier(), replace=True,
                   description="reach a target with given numbers, each used once; knobs: count, max_number")
     register_task("guess-number-v0", source=generate_guess, verifier=GuessVerifier(), env="dialogue",

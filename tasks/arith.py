@@ -12,6 +12,32 @@ import numpy as np
 
 from llmenv.errors import TaskConfigError
 from llmenv.types import Task
+from llmenv.verifiers.base import Rubric
+from llmenv.verifiers.format import BoxedFormat
+from llmenv.verifiers.math import MathVerifier
+
+DEMO_PARAMS = {
+    "digits": 1,
+    "ops": "+-",
+    "terms": 2,
+    "system_prompt": "Reply with only the final result, written as \\boxed{N}. For example: 3 + 4 = \\boxed{7}.",
+}
+"""`llmenv/arith-demo-v0`'s defaults: one-digit sums and differences, and a system prompt asking for \\boxed{}."""
+
+
+def demo_reward() -> Rubric:
+    """The demo's shaped reward: correct boxed answer 1 + correct final number 0.5 + a \\boxed{} 0.25.
+
+    Solved (`passed`) means the correct part passed, whatever the shaping parts say.
+    """
+    return Rubric(
+        {
+            "correct": (MathVerifier(), 1.0),
+            "number": (MathVerifier(fallback_last_number=True), 0.5),
+            "format": (BoxedFormat(), 0.25),
+        },
+        pass_part="correct",
+    )
 
 _OPS = "+-*/"
 

@@ -77,3 +77,104 @@ def test_console_entry_exits_with_the_command_status_and_skips_the_final_collect
         assert gc.get_freeze_count() > 0  # shutdown's collections will not walk these objects
     finally:
         gc.unfreeze()
+
+
+@pytest.fixture(scope="module")
+def tiny_policy_dir(tmp_path_factory, tok):
+    path = tmp_path_factory.mktemp("tiny-policy-cli")
+    tiny_llama(tok, seed=0).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def train_args(model_dir, out, *extra):
+    return ["train", "grpo", "--task", "llmenv/arith-v0", "--model", str(model_dir), "--steps", "2",
+            "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "4", "--out", str(out), *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--steps", "-3"], "invalid GRPOConfig: steps=-3 (expected >= 1)"),
+        (["--group-size", "1"], "group_size=1 (expected >= 2"),
+        (["--resume"], "--resume: no checkpoint in"),
+        (["--task", "llmenv/arith-v9"], "Did you mean: `llmenv/arith-v0`"),
+    ],
+)
+def test_training_mistakes_are_one_clear_line(tiny_policy_dir, tmp_path, capsys, extra, message):
+    assert main(train_args(tiny_policy_dir, tmp_path / "run", *extra)) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("error: ") and message in out and "Traceback" not in out
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_cuda_device_without_cuda_is_a_clear_error(tiny_policy_dir, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(train_args(tiny_policy_dir, tmp_path, "--device", "cuda")) == 2
+    assert "sees no CUDA GPU; use --device cpu or auto" in capsys.readouterr().out
+
+
+def test_unknown_choices_are_refused_by_the_parser_with_the_allowed_ones(tiny_policy_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(train_args(tiny_policy_dir, tmp_path, "--advantage", "zscore"))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'zscore'" in err and "'std'" in err and "Traceback" not in err
+
+
+def test_help_shows_defaults_and_version_prints(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "grpo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--group-size INT" in text and "(default: 4)" in text and "{std,none,batch}" in text
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"llmenv {__import__('llmenv').__version__}"
+
+
+def test_rollout_episodes_follow_the_documented_schema(tiny_model_dir, tmp_path):
+    out_file = tmp_path / "episodes.jsonl"
+    assert main(["rollout", "--task", "llmenv/arith-tool-v0", "--model", str(tiny_model_dir), "--n", "2",
+                 "--max-new-tokens", "4", "--out", str(out_file)]) == 0  # fmt: skip
+    keys = {"seed", "group", "prompt", "answer", "completions", "reward", "rewards", "passed", "parts", "errors",
+            "turns", "tool_calls", "tool_errors", "stop_reason", "truncated", "cut", "tokens", "loss_mask"}  # fmt: skip
+    for row in map(json.loads, out_file.read_text().splitlines()):
+        assert set(row) == keys and row["turns"] == len(row["completions"]) == len(row["rewards"])
+
+
+def test_a_float_verifier_task_reports_accuracy_by_its_pass_rule(tiny_model_dir, capsys):
+    import llmenv
+    from llmenv.types import Task
+
+    llmenv.register_task("always-full-v0", source=[Task("say anything", answer="x")], verifier=lambda c, t: 1.0,
+                         replace=True)  # fmt: skip
+    assert main(["eval", "--task", "llmenv/always-full-v0", "--model", str(tiny_model_dir), "--n", "2",
+                 "--max-new-tokens", "2"]) == 0  # fmt: skip
+    assert "mean reward 1.000  pass@1 1.000" in capsys.readouterr().out  # passed=None, reward 1 >= threshold 1
+
+
+def test_ctrl_c_during_training_saves_a_checkpoint_and_says_how_to_resume(tiny_policy_dir, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = train_args(tiny_policy_dir, out, "--steps", "50")
+    proc = subprocess.Popen([sys.executable, "-m", "llmenv.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stdout + stderr and "continue with: llmenv train grpo" in stdout and "--resume" in stdout
+    done = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert (out / "checkpoint" / "progress.json").exists()
+    assert json.loads((out / "checkpoint" / "progress.json").read_text())["step"] == done[-1] < 50
+    assert main(train_args(tiny_policy_dir, out, "--steps", str(done[-1] + 1), "--resume")) == 0
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(1, done[-1] + 2))

@@ -159,6 +159,9 @@ def call_verifier_batch(
 class Rubric(BaseVerifier):
     """A weighted sum of named verifiers that reports every part.
 
+    `passed` is True when every part that reports one passed, or, with `pass_part`, that part's own
+    (so shaping parts such as a format bonus do not decide whether the task was solved).
+
     >>> from llmenv.types import Task
     >>> r = Rubric({"exact": (lambda c, t: c == t.answer, 1.0), "short": (lambda c, t: len(c) < 5, 0.5)})
     >>> v = r("42", Task("q", answer="42"))
@@ -174,6 +177,7 @@ class Rubric(BaseVerifier):
         | Sequence[tuple[str, VerifierFn, float]],
         *,
         timeout_s: float | None = 30.0,
+        pass_part: str | None = None,
     ) -> None:
         items = list(parts.items()) if isinstance(parts, Mapping) else [(n, (v, w)) for n, v, w in parts]
         if not items:
@@ -187,6 +191,9 @@ class Rubric(BaseVerifier):
                 raise VerifierError(f"Rubric part {name!r} has weight {spec[1]!r}; expected a finite number")
         self.parts = [(name, verifier, float(weight)) for name, (verifier, weight) in items]
         self.timeout_s = timeout_s
+        if pass_part is not None and pass_part not in {name for name, _ in items}:
+            raise VerifierError(f"pass_part {pass_part!r} is not a part; parts: {[name for name, _ in items]}")
+        self.pass_part = pass_part
 
     def prestart(self) -> None:
         """Let every part that can start its workers ahead (see `prestart_verifier`) do so."""
@@ -221,7 +228,7 @@ class Rubric(BaseVerifier):
             details[name] = dict(verdict.details)
             if verdict.error is not None:
                 errors.append(f"{name}: {verdict.error}")
-            if verdict.passed is not None:
+            if verdict.passed is not None and self.pass_part in (None, name):
                 passed.append(verdict.passed)
         return Verdict(
             reward=reward,

@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 
-from llmenv.agents import collector
+from llmenv.agents import gc_control
 
 
 class Cycle:
@@ -19,12 +19,12 @@ class Cycle:
 
 def test_paused_stops_automatic_collection_and_restores_it():
     assert gc.isenabled()
-    with collector.paused():
+    with gc_control.paused():
         assert not gc.isenabled()
     assert gc.isenabled()
     gc.disable()
     try:
-        with collector.paused():
+        with gc_control.paused():
             pass
         assert not gc.isenabled()  # a caller that had disabled it keeps it disabled
     finally:
@@ -33,7 +33,7 @@ def test_paused_stops_automatic_collection_and_restores_it():
 
 def test_paused_restores_the_collector_when_the_block_raises():
     with pytest.raises(RuntimeError):
-        with collector.paused():
+        with gc_control.paused():
             raise RuntimeError("load failed")
     assert gc.isenabled()
 
@@ -42,7 +42,7 @@ def test_frozen_hides_objects_from_collections_until_the_block_ends():
     gc.collect()
     before = Cycle()
     ref = weakref.ref(before)
-    with collector.frozen():
+    with gc_control.frozen():
         assert gc.get_freeze_count() > 0
         del before
         gc.collect()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import subprocess
 import sys
 
@@ -13,8 +14,11 @@ from safetensors.torch import load_file
 
 import llmenv
 from llmenv.agents.grpo import GRPOConfig, train
+from llmenv.errors import CheckpointError, ConfigError
 from llmenv.models import tiny_llama
 from llmenv.tasks.arith import generate_arith
+from llmenv.verifiers.base import Rubric
+from llmenv.verifiers.format import BoxedFormat
 
 
 def digit_share(completion: str, task) -> float:
@@ -22,7 +26,12 @@ def digit_share(completion: str, task) -> float:
     return sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
 
 
-llmenv.register_task("digits-test-v0", source=generate_arith, verifier=digit_share, replace=True)
+llmenv.register_task(
+    "digits-test-v0",
+    source=generate_arith,
+    verifier=Rubric({"correct": (digit_share, 1.0), "format": (BoxedFormat(), 0.5)}),
+    replace=True,
+)
 
 REQUIRED = {"step", "reward_mean", "reward_std", "loss", "kl", "entropy", "grad_norm", "tokens", "step_time_s"}
 
@@ -48,7 +57,6 @@ def config(tiny_dir, out, **overrides):
         seed=0,
         out=str(out),
         micro_batch=4,
-        format_weight=0.5,
         progress=False,
     )
     base.update(overrides)
@@ -71,7 +79,9 @@ def test_two_steps_change_the_weights_and_write_metrics_plot_and_checkpoint(tiny
     for row in rows:
         assert REQUIRED <= set(row) and all(row[k] is not None for k in REQUIRED)
         assert {"parts/correct", "parts/format"} <= set(row)
-    assert (tmp_path / "reward.png").exists() and (tmp_path / "checkpoint" / "model.safetensors").exists()
+    assert (tmp_path / "reward.png").exists() and (tmp_path / "final" / "model.safetensors").exists()
+    assert not (tmp_path / "final" / "trainer_state.pt").exists()  # the export is weights only
+    assert not (tmp_path / "checkpoint").exists()  # save_every=10 > 2 steps: no resume checkpoint was due
 
 
 def test_loading_pauses_and_training_freezes_the_collector_then_both_are_undone(tiny_dir, tmp_path, monkeypatch):
@@ -96,9 +106,10 @@ def test_loading_pauses_and_training_freezes_the_collector_then_both_are_undone(
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
-def test_the_final_checkpoint_can_be_left_out(tiny_dir, tmp_path):
+def test_the_final_export_can_be_left_out(tiny_dir, tmp_path):
     run(tiny_dir, tmp_path, steps=1, save_every=5, save_final=False)
     assert (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "checkpoint").exists()
+    assert not (tmp_path / "final").exists()
 
 
 def tiny_llama_from(path):
@@ -115,7 +126,7 @@ def tiny_llama_from(path):
         {"importance": "sequence", "clip_low": 3e-4, "clip_high": 4e-4},
         {"beta": 0.1, "kl_estimator": "k1"},
         {"epochs": 2, "entropy_coef": 0.01},
-        {"dynamic_sampling": True, "filter_truncated": True},
+        {"dynamic_sampling": True, "drop_cut": True},
         {"bf16": True, "gradient_checkpointing": True},
     ],
     ids=lambda o: ",".join(o),
@@ -124,7 +135,7 @@ def test_every_variant_trains_with_finite_loss(tiny_dir, tmp_path, overrides):
     run(tiny_dir, tmp_path, steps=2, **overrides)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
-        assert all(isinstance(row[k], (int, float)) for k in REQUIRED), row
+        assert all(isinstance(row[k], (int, float)) and math.isfinite(row[k]) for k in REQUIRED), row
     if overrides.get("beta"):
         assert rows[0]["kl"] == 0.0 and rows[1]["kl"] != 0.0  # the policy leaves the reference after step 1
 
@@ -134,15 +145,15 @@ def test_lora_trains_only_the_adapter(tiny_dir, tmp_path):
     state = run(tiny_dir, tmp_path, steps=1, lora_rank=4)
     trainable = [n for n, p in state.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n for n in trainable)
-    assert (tmp_path / "checkpoint" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "final" / "adapter_model.safetensors").exists()
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path):
     run(tiny_dir, tmp_path / "straight", steps=3)
     run(tiny_dir, tmp_path / "resumed", steps=2, save_every=1)
     run(tiny_dir, tmp_path / "resumed", steps=3, resume=True)
-    straight = load_file(tmp_path / "straight" / "checkpoint" / "model.safetensors")
-    resumed = load_file(tmp_path / "resumed" / "checkpoint" / "model.safetensors")
+    straight = load_file(tmp_path / "straight" / "final" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
     for key, value in straight.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
 
@@ -153,18 +164,128 @@ def test_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path):
     assert [r["reward_mean"] for r in rows("resumed")] == [r["reward_mean"] for r in rows("straight")]
 
 
-def test_resume_without_a_checkpoint_fails_clearly(tiny_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+def test_resume_without_a_checkpoint_fails_before_the_model_loads(tiny_dir, tmp_path, monkeypatch):
+    from llmenv.agents import grpo
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the missing checkpoint was noticed")
+
+    monkeypatch.setattr(grpo, "load_model", no_loading)
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
         run(tiny_dir, tmp_path, resume=True)
+
+
+def test_resume_from_an_earlier_checkpoint_leaves_one_metrics_row_per_step(tiny_dir, tmp_path):
+    run(tiny_dir, tmp_path, steps=3, save_every=2)  # checkpoint at step 2, rows for steps 1..3
+    run(tiny_dir, tmp_path, steps=4, resume=True)  # re-runs step 3
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resume_continues(tiny_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from llmenv.agents import grpo
+
+    step = grpo.train_step
+
+    def interrupted_step(state):
+        metrics = step(state)
+        if state.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C, in the middle of the run
+        return metrics
+
+    monkeypatch.setattr(grpo, "train_step", interrupted_step)
+    state = run(tiny_dir, tmp_path, steps=3, save_every=10)
+    assert state.interrupted and state.step == 1
+    assert (tmp_path / "checkpoint" / "trainer_state.pt").exists() and not (tmp_path / "final").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    monkeypatch.setattr(grpo, "train_step", step)
+    resumed = run(tiny_dir, tmp_path, steps=3, resume=True)
+    assert not resumed.interrupted and resumed.step == 3
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and (tmp_path / "final" / "model.safetensors").exists()
+
+
+def flaky(completion: str, task) -> float:
+    """A verifier that crashes on completions of odd length and rewards digits otherwise."""
+    if len(completion) % 2:
+        raise RuntimeError("grader backend down")
+    return digit_share(completion, task)
+
+
+llmenv.register_task("flaky-test-v0", source=generate_arith, verifier=flaky, replace=True)
+
+
+def test_episodes_whose_verifier_failed_are_left_out_of_the_loss_and_counted(tiny_dir, tmp_path, monkeypatch):
+    from llmenv.agents import grpo
+
+    seen = {}
+    update = grpo.update
+
+    def watched_update(state, batch):
+        seen["errored"] = batch.errored.clone()
+        seen["rewards"] = batch.rewards.clone()
+        return update(state, batch)
+
+    selected = []
+    select = grpo._select
+
+    def watched_select(batch, rows):
+        selected.append(rows.clone())
+        return select(batch, rows)
+
+    monkeypatch.setattr(grpo, "update", watched_update)
+    monkeypatch.setattr(grpo, "_select", watched_select)
+    state = run(tiny_dir, tmp_path, task="llmenv/flaky-test-v0", steps=1, prompts_per_step=4, max_new_tokens=5)
+    errored = seen["errored"]
+    assert 0 < int(errored.sum()) < len(errored), "the test needs some rows to fail and some to pass"
+    trained = torch.cat(selected).tolist()
+    assert sorted(trained) == torch.nonzero(~errored)[:, 0].tolist()  # only scored rows reach the loss
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["verifier_error_fraction"] == pytest.approx(float(errored.float().mean()))
+    assert state.step == 1
+
+
+def test_multi_turn_metrics_show_turns_tool_calls_and_groups_without_signal(tiny_dir, tmp_path):
+    run(tiny_dir, tmp_path, task="llmenv/arith-tool-v0", task_params={}, steps=1, max_new_tokens=4)
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("turns_mean", "tool_calls_mean", "tool_errors_mean", "zero_variance_group_fraction"):
+        assert isinstance(row[key], (int, float)), key
+    assert row["turns_mean"] >= 1 and row["zero_variance_group_fraction"] == 1.0  # a random model: no signal
+
+
+def test_status_line_warns_when_a_step_carried_no_learning_signal():
+    from llmenv.agents.grpo import _status
+
+    flat = {"reward_mean": 0.0, "loss": 0.0, "step_time_s": 1.0, "turns_mean": 2.0, "tool_calls_mean": 0.5,
+            "verifier_error_fraction": 0.25, "zero_variance_group_fraction": 1.0, "kept": 1.0}  # fmt: skip
+    text = _status(flat)
+    assert "no learning signal" in text and "verifier errors 25%" in text and "turns 2.0" in text
+    assert "no learning signal" not in _status({**flat, "zero_variance_group_fraction": 0.5})
 
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"steps": 0}, "steps=0"), ({"advantage": "zscore"}, "advantage must be one of"), ({"clip_low": 1.5}, "clip_low")],
+    [
+        ({"steps": 0}, "steps=0"),
+        ({"steps": -3}, "steps=-3"),
+        ({"advantage": "zscore"}, "advantage='zscore' \\(expected one of"),
+        ({"clip_low": 1.5}, "clip_low"),
+        ({"group_size": 1}, "group_size=1 .*nothing is learned"),
+    ],
 )
 def test_bad_configs_are_rejected(tiny_dir, tmp_path, overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         config(tiny_dir, tmp_path, **overrides)
+
+
+def test_a_cuda_device_on_a_cpu_only_torch_is_a_config_error(tiny_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="sees no CUDA GPU; use --device cpu"):
+        run(tiny_dir, tmp_path, device="cuda")
 
 
 @pytest.mark.slow
@@ -201,4 +322,5 @@ def test_cli_trains_smollm2_for_two_steps(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["tokens"] > 0 for r in rows)
-    assert (tmp_path / "checkpoint" / "model.safetensors").exists()
+    assert (tmp_path / "final" / "model.safetensors").exists()
+    assert "final export" in proc.stdout
