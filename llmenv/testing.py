@@ -2,16 +2,20 @@
 
 Tests of environments, verifiers and learners need a real tokenizer (real merges, real special
 tokens, a real chat template) but not a 49k vocabulary. `tiny_tokenizer()` trains one in about a
-tenth of a second from a built-in corpus. Nothing here is used by the library at run time.
+tenth of a second from a built-in corpus; `fake_task()` registers the one small task that wrapper,
+vector and learner tests share. Nothing here is used by the library at run time.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
 from llmenv.chat import DEFAULT_CHAT_TEMPLATE
+from llmenv.types import Task, Verdict
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -60,3 +64,28 @@ def tiny_tokenizer(vocab_size: int = 400, *, chat_template: bool = True) -> PreT
     if not chat_template:
         tok.chat_template = None
     return tok
+
+
+def exact_answer(completion: str, task: Task) -> Verdict:
+    """Reward 1 when the completion, stripped, is the task's answer (the fake task's default verifier)."""
+    ok = completion.strip() == task.answer
+    return Verdict(float(ok), passed=ok, parts={"exact": float(ok)})
+
+
+def fake_task(
+    name: str = "fake-v0",
+    *,
+    verifier: Callable[[str, Task], Any] = exact_answer,
+    count: int = 8,
+    env: str = "single_turn",
+    **defaults: Any,
+) -> str:
+    """Register (or replace) `llmenv-test/<name>`, a tiny task for wrapper, vector and learner tests.
+
+    Task i asks to repeat the number i and has answer `str(i)`; `verifier` defaults to `exact_answer`.
+    Returns the full task id, for `llmenv.make` / `VectorLLMEnv`.
+    """
+    from llmenv.registry import register_task  # noqa: PLC0415 - the registry imports every env class
+
+    tasks = [Task(f"Repeat the number {i}.", answer=str(i), meta={"i": i}) for i in range(count)]
+    return register_task(f"llmenv-test/{name}", source=tasks, verifier=verifier, env=env, replace=True, **defaults)

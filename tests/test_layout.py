@@ -41,3 +41,14 @@ def test_bare_verifiers_and_agents_never_resolve_into_this_repo(tmp_path):
     for line in out.stdout.splitlines():
         name, origin = line.split(" ", 1)
         assert origin == "None" or str(REPO) not in origin, f"`import {name}` resolves to {origin}"
+
+
+def test_public_names_import_from_where_design_says_they_live():
+    from llmenv.agents import Generation, HFPolicy, Policy, SamplingParams
+    from llmenv.agents.policy import HFPolicy as PolicyModuleHFPolicy
+    from llmenv.sandboxes import Limits, LocalSandbox
+    from llmenv.verifiers import CodeVerifier, MathVerifier, Rubric
+    from llmenv.verifiers.math import MathVerifier as MathModuleVerifier
+
+    assert HFPolicy is PolicyModuleHFPolicy and MathVerifier is MathModuleVerifier
+    assert all(callable(x) for x in (Generation, Policy, SamplingParams, Limits, LocalSandbox, CodeVerifier, Rubric))

@@ -8,6 +8,7 @@ import pytest
 
 import llmenv
 from llmenv.errors import TaskConfigError
+from llmenv.testing import fake_task
 from llmenv.types import Task, Verdict
 from llmenv.vector import VectorLLMEnv
 
@@ -73,13 +74,12 @@ def test_batched_verification_is_used_and_its_crash_is_recorded(tok):
                 raise RuntimeError("batch backend down")
             return [Verdict(float(c == t.answer), passed=c == t.answer) for c, t in zip(completions, tasks)]
 
-    llmenv.register_task("batched-v0", source=[Task("q", answer="a")], verifier=Batched(), replace=True)
-    env = VectorLLMEnv("batched-v0", 3, tok)
+    env = VectorLLMEnv(fake_task(verifier=Batched(), count=1), 3, tok)
     env.reset(seed=0)
-    _, rewards, *_ = env.step(["a", "b", "a"])
+    _, rewards, *_ = env.step(["0", "b", "0"])
     assert calls == [3] and rewards.tolist() == [1.0, 0.0, 1.0]
     env.reset(seed=0)
-    _, rewards, _, _, infos = env.step(["a", "crash", "a"])
+    _, rewards, _, _, infos = env.step(["0", "crash", "0"])
     assert rewards.tolist() == [0.0] * 3 and "batch backend down" in infos["verdict"][0].error
 
 
@@ -147,17 +147,15 @@ class NonFiniteBatch(ShortBatch):
 
 
 def test_batched_results_get_the_single_call_checks(tok):
-    llmenv.register_task("short-batch-v0", source=[Task("q", answer="a")], verifier=ShortBatch(), replace=True)
-    env = VectorLLMEnv("short-batch-v0", 3, tok)
+    env = VectorLLMEnv(fake_task(verifier=ShortBatch(), count=1), 3, tok)
     env.reset(seed=0)
-    _, rewards, _, _, infos = env.step(["a", "a", "a"])
+    _, rewards, _, _, infos = env.step(["0", "0", "0"])
     errors = [v.error for v in infos["verdict"]]
     assert all("returned 2 results for 3 completions" in e for e in errors), errors
     assert infos["error"].tolist() == errors  # the step's info shows it too
-    llmenv.register_task("nan-batch-v0", source=[Task("q", answer="a")], verifier=NonFiniteBatch(), replace=True)
-    env = VectorLLMEnv("nan-batch-v0", 2, tok)
+    env = VectorLLMEnv(fake_task(verifier=NonFiniteBatch(), count=1), 2, tok)
     env.reset(seed=0)
-    _, rewards, _, _, infos = env.step(["a", "nan"])
+    _, rewards, _, _, infos = env.step(["0", "nan"])
     assert rewards.tolist() == [1.0, 0.0] and infos["verdict"][0].error is None
     assert "non-finite" in infos["verdict"][1].error
     assert infos["verdict"][0].parts == {"reward": 1.0}  # a float is wrapped by Verdict.of
@@ -174,10 +172,9 @@ def test_a_slow_batched_verifier_that_does_not_bound_itself_gets_a_deadline(tok)
             while True:
                 time.sleep(0.01)
 
-    llmenv.register_task("slow-batch-v0", source=[Task("q", answer="a")], verifier=Slow(), replace=True)
-    env = VectorLLMEnv("slow-batch-v0", 2, tok, verifier_timeout_s=0.2)
+    env = VectorLLMEnv(fake_task(verifier=Slow(), count=1), 2, tok, verifier_timeout_s=0.2)
     env.reset(seed=0)
-    _, rewards, _, _, infos = env.step(["a", "a"])
+    _, rewards, _, _, infos = env.step(["0", "0"])
     assert rewards.tolist() == [0.0, 0.0] and all("timed out" in v.error for v in infos["verdict"])
 
 
