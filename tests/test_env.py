@@ -144,7 +144,7 @@ def test_hanging_verifier_is_cut_at_its_time_bound(tok):
     env.reset(seed=0)
     started = time.perf_counter()
     _, reward, _, _, info = env.step([1])
-    assert time.perf_counter() - started < 3.0
+    assert time.perf_counter() - started < 10.0  # a bound on a hang; the step returns at about the 0.3 s bound
     assert reward == 0.0 and "timed out after 0.3s" in info["error"]
 
 

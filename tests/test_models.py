@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from llmenv import models
+from llmenv import hub, models
 from llmenv.errors import ModelNotFoundError
 from llmenv.testing import tiny_tokenizer
 
@@ -152,12 +152,11 @@ def test_tiny_llama_pads_with_eos_when_the_tokenizer_has_no_pad():
 
 
 @pytest.mark.parametrize("spec", ["./no/such/model", "/no/such/model-dir", "~/no-such-llmenv-model/"])
-def test_missing_path_fails_fast_naming_it(spec):
-    start = time.perf_counter()
+def test_missing_path_fails_without_the_network_naming_it(spec, monkeypatch):
+    monkeypatch.setattr(models, "_hub_reachable", lambda: pytest.fail("a missing path must not reach the Hub"))
     for load in (models.load_tokenizer, models.load_model, models.resolve_model_dir):
         with pytest.raises(ModelNotFoundError, match=f"`{spec}` does not exist"):
             load(spec)
-    assert time.perf_counter() - start < 1.0
 
 
 def test_missing_pathlike_is_never_taken_for_a_hub_id(tmp_path, monkeypatch):
@@ -190,8 +189,10 @@ def test_nonsense_specs_are_rejected(spec):
 
 def test_hub_id_with_hub_unreachable_says_what_works(monkeypatch):
     monkeypatch.setattr(models, "_hub_reachable", lambda: False)
+    # huggingface_hub's own retries are what made an offline load take a minute: they must not start
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda *a, **k: pytest.fail("asked the Hub"))
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("asked the Hub"))
     spec = "llmenv-tests/no-such-model-3f9c"
-    start = time.perf_counter()
     for load in (models.load_tokenizer, models.load_model):
         with pytest.raises(ModelNotFoundError) as caught:
             load(spec)
@@ -199,7 +200,6 @@ def test_hub_id_with_hub_unreachable_says_what_works(monkeypatch):
         assert f"`{spec}`" in message
         assert "unreachable" in message
         assert "local directory" in message and models.DEFAULT_MODEL in message
-    assert time.perf_counter() - start < 5.0
 
 
 def test_unknown_hub_id_fails_fast_for_real():
@@ -208,7 +208,9 @@ def test_unknown_hub_id_fails_fast_for_real():
     start = time.perf_counter()
     with pytest.raises(ModelNotFoundError, match=f"`{spec}`"):
         models.load_tokenizer(spec)
-    assert time.perf_counter() - start < 15.0  # huggingface_hub's own retries take ~45 s offline
+    # a bound on a hang: the probe gives up after PROBE_TIMEOUT_S (3 s); huggingface_hub's own
+    # retries, which the probe exists to avoid, take about 45 s offline
+    assert time.perf_counter() - start < 10 * hub.PROBE_TIMEOUT_S
 
 
 def test_hub_offline_env_var_skips_the_network(monkeypatch):
@@ -343,11 +345,8 @@ def smollm2(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LLMENV_CACHE", str(root))
-        start = time.perf_counter()
         folder = models.resolve_model_dir("smollm2-135m")
-        conversion_s = time.perf_counter() - start
-    print(f"\nSmolLM2 GGUF conversion took {conversion_s:.1f} s")
-    return {"root": root, "folder": folder, "killed": killed, "conversion_s": conversion_s}
+    return {"root": root, "folder": folder, "killed": killed}
 
 
 @pytest.fixture
@@ -404,12 +403,9 @@ def test_smollm2_answers_two_plus_three(smollm2_cache):
 
 
 @pytest.mark.slow
-def test_smollm2_second_load_reads_the_cache_quickly(smollm2_cache, monkeypatch):
+def test_smollm2_second_load_reads_the_cache(smollm2_cache, monkeypatch):
     monkeypatch.setattr(models, "_TOKENIZERS", {})
     monkeypatch.setattr(models, "_convert_embedded", lambda *a: pytest.fail("must not convert again"))
-    start = time.perf_counter()
     tokenizer = models.load_tokenizer("smollm2-135m-instruct")
     model = models.load_model("smollm2-135m")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 10.0, f"cached load took {elapsed:.1f} s"
     assert isinstance(model, PreTrainedModel) and len(tokenizer) == model.config.vocab_size

@@ -94,14 +94,14 @@ def test_a_call_returns_its_result_as_a_tool_turn_then_the_answer_is_verified(to
     [
         ("<tool_call>{not json}</tool_call>", "malformed", "not valid JSON"),
         ("<tool_call>[1, 2]</tool_call>", "malformed", 'string "name"'),
-        ("<tool_call>{\"name\": \"add\", \"arguments\": [1]}</tool_call>", "malformed", "must be a JSON object"),
-        ("<tool_call>{\"name\": \"add\"", "malformed", "not closed"),
+        ('<tool_call>{"name": "add", "arguments": [1]}</tool_call>', "malformed", "must be a JSON object"),
+        ('<tool_call>{"name": "add"', "malformed", "not closed"),
         (call("mul", a=1), "unknown_tool", "unknown tool 'mul'"),
         (call("add", a=1), "bad_arguments", "missing ['b']"),
         (call("add", a=1, b=2, c=3), "bad_arguments", "unknown ['c']"),
         (call("add", a="1", b=2), "bad_arguments", "'a' must be a integer, got str"),
         (call("explode", reason="boom"), "exception", "ValueError: boom"),
-        (call("spin", seconds=5.0), "timeout", "timed out after 0.3s"),
+        (call("spin", seconds=60.0), "timeout", "timed out after 0.3s"),
     ],
 )
 def test_every_tool_error_comes_back_as_a_turn_and_is_counted(tok, completion, kind, message):
@@ -109,7 +109,7 @@ def test_every_tool_error_comes_back_as_a_turn_and_is_counted(tok, completion, k
     env.reset(seed=0)
     started = time.perf_counter()
     _, reward, terminated, truncated, info = env.step(completion)
-    assert time.perf_counter() - started < 3
+    assert time.perf_counter() - started < 20  # a bound on a hang: the 60 s spin is cut at 0.3 s
     assert not terminated and not truncated and reward == 0.0
     assert info["tool_errors"] == {kind: 1}
     assert message in info["env_messages"][0]["content"] and info["env_messages"][0]["role"] == "tool"

@@ -18,6 +18,9 @@ from llmenv.sandboxes.base import Limits
 
 REPO = Path(__file__).resolve().parents[2]
 NO_NAMESPACES = local_module.namespace_support()
+# Bounds on how long a run may take to come back are there to catch a hang: 10x or more what a run
+# takes on a loaded 2-core host. How fast runs are is measured in benchmarks/sandbox.py.
+HANG_S = 15.0
 needs_namespaces = pytest.mark.skipif(NO_NAMESPACES is not None, reason=f"no namespaces here: {NO_NAMESPACES}")
 
 
@@ -96,12 +99,14 @@ def test_infinite_loop_is_killed_at_the_wall_clock(sb):
     t = time.monotonic()
     r = sb.run("while True:\n    pass", limits=Limits(wall_time_s=1.0))
     assert r.timed_out and r.signal == signal.SIGKILL and r.exit_code is None
-    assert 1.0 <= r.duration_s < 2.0 and time.monotonic() - t < 3.0
+    assert r.duration_s >= 1.0  # it ran until the bound, not killed early
+    assert time.monotonic() - t < HANG_S
 
 
 def test_cpu_time_limit(sb):
     r = sb.run("while True:\n    pass", limits=Limits(wall_time_s=10.0, cpu_time_s=1))
-    assert r.timed_out and r.signal == signal.SIGXCPU and r.duration_s < 4.0
+    # SIGXCPU, not the wall bound's SIGKILL, stopped it; after about a second of CPU, not at once
+    assert r.timed_out and r.signal == signal.SIGXCPU and r.duration_s >= 0.9
 
 
 def test_fork_bomb_is_bounded_and_leaves_nothing(sb):
@@ -119,7 +124,7 @@ def test_fork_bomb_is_bounded_and_leaves_nothing(sb):
         "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
         limits=Limits(wall_time_s=1.5, max_processes=32),
     )
-    assert r.timed_out and time.monotonic() - t < 4.0
+    assert r.timed_out and time.monotonic() - t < HANG_S
     assert host_process_count() <= before + 5
 
 
@@ -145,7 +150,7 @@ def test_memory_hog(sb):
     r = sb.run("x = bytearray(10 * 1024**3)")
     assert r.memory_exceeded and r.exit_code == 1 and not r.timed_out
     r = sb.run("chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024**2))", limits=Limits(memory_mb=256))
-    assert r.memory_exceeded and r.duration_s < 5
+    assert r.memory_exceeded and not r.timed_out  # stopped by the memory bound, before the wall bound
 
 
 def mem_available_mb() -> int:
@@ -177,7 +182,6 @@ def test_memory_bound_is_total_over_all_processes(sb):
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    t = time.monotonic()
     try:
         r = sb.run(code, limits=Limits(memory_mb=1024, wall_time_s=30))
     finally:
@@ -185,7 +189,6 @@ def test_memory_bound_is_total_over_all_processes(sb):
         sampler.join()
     assert r.memory_exceeded and not r.timed_out and r.stdout == "", r
     assert (r.exit_code, r.signal) == (None, signal.SIGKILL)
-    assert time.monotonic() - t < 10
     assert before - min(lowest) < 3072, f"host MemAvailable dropped by {before - min(lowest)} MB"
 
 
@@ -229,7 +232,7 @@ def test_output_flood_is_cut_without_hanging(sb):
         "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)",
         limits=Limits(wall_time_s=1.0, max_output_bytes=100_000),
     )
-    assert r.timed_out and r.output_truncated and len(r.stdout) == 100_000 and time.monotonic() - t < 3.0
+    assert r.timed_out and r.output_truncated and len(r.stdout) == 100_000 and time.monotonic() - t < HANG_S
     r = sb.run(
         "import sys\nsys.stdout.write('y' * 10_000_000)\nsys.stderr.write('e' * 10)",
         limits=Limits(max_output_bytes=1000),
@@ -431,7 +434,7 @@ def test_prepared_runs_are_cleaned_up_on_close():
     box = LocalSandbox(workers=1, preload=(marker,))
     try:
         assert box.run("print(1)").stdout == "1\n"
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + HANG_S
         # the outer server process, the server (its pid namespace's init) and the next run's prepared init
         while len(host_pids_with(marker)) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -439,7 +442,7 @@ def test_prepared_runs_are_cleaned_up_on_close():
     finally:
         box.close()
     # the kernel kills the nested namespaces' processes when their init dies, asynchronously
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + HANG_S
     while host_pids_with(marker) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert host_pids_with(marker) == []
@@ -458,7 +461,7 @@ def test_dead_or_wedged_server_is_replaced(sb, monkeypatch):
         t = time.monotonic()
         with pytest.raises(SandboxError, match="killed and will be restarted"):
             box.run("print(3)", limits=Limits(wall_time_s=0.5))
-        assert time.monotonic() - t < 5
+        assert time.monotonic() - t < HANG_S  # the run's bound plus REPLY_GRACE_S, not forever
         assert box.run("print(4)").stdout == "4\n"
     with pytest.raises(SandboxError, match="closed"):
         box.run("print(5)")
@@ -490,25 +493,3 @@ def test_unsafe_mode_for_trusted_code(tmp_path):
         )
         r = box.run(code, limits=Limits(wall_time_s=1.0))
         assert r.timed_out and host_pids_with(marker) == []
-
-
-def test_timing(sb, capsys):
-    n = 40
-    t = time.perf_counter()
-    for _ in range(n):
-        sb.run("print(1)")
-    warm = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for _ in range(3):
-        with LocalSandbox(workers=1) as box:
-            box.run("print(1)")
-    cold = 3 / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for _ in range(10):
-        sb.run({"main.py": "print(1)"}, cmd=["python3", "main.py"])
-    exec_rate = 10 / (time.perf_counter() - t)
-    with capsys.disabled():
-        print(
-            f"\nLocalSandbox print(1): warm {warm:.0f} runs/s, exec python3 {exec_rate:.0f} runs/s, "
-            f"cold (new sandbox) {cold:.1f} runs/s"
-        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -17,8 +16,12 @@ GSM8K_ROWS = [
     {"question": "A pen costs $1,200 cents... how many?", "answer": "So 1,250 in total.\n#### 1,250"},
 ]
 MATH_ROWS = [
-    {"problem": "Compute $\\frac{18}{14}$ in lowest terms.", "solution": "It is $\\boxed{\\dfrac{9}{7}}$.",
-     "level": "Level 1", "type": "Prealgebra"},
+    {
+        "problem": "Compute $\\frac{18}{14}$ in lowest terms.",
+        "solution": "It is $\\boxed{\\dfrac{9}{7}}$.",
+        "level": "Level 1",
+        "type": "Prealgebra",
+    },
     {"problem": "Solve $x^2=4$ for $x>0$.", "solution": "x=2", "answer": "2"},
 ]
 
@@ -61,11 +64,13 @@ def test_math_env_from_local_parquet(tmp_path, tok):
 
 
 def test_offline_hub_fails_fast_with_a_hint(tok, monkeypatch):
+    import datasets
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    started = time.perf_counter()
+    # datasets' own retries are what made an offline load take a minute: it must not be asked
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("asked datasets to load from the Hub"))
     with pytest.raises(DatasetUnavailableError, match="unreachable.*data_files="):
         llmenv.make("llmenv/gsm8k-v0", tokenizer=tok)
-    assert time.perf_counter() - started < 5
 
 
 def test_bad_local_files(tmp_path, tok):

@@ -68,11 +68,13 @@ def test_time_bounded_verifiers_are_called_directly():
 
 
 def test_rubric_reports_every_part_and_weights_them():
-    rubric = Rubric({
-        "correct": (lambda c, t: c == t.answer, 1.0),
-        "short": (lambda c, t: len(c) < 3, 0.2),
-        "broken": (lambda c, t: 1 / 0, 0.5),
-    })
+    rubric = Rubric(
+        {
+            "correct": (lambda c, t: c == t.answer, 1.0),
+            "short": (lambda c, t: len(c) < 3, 0.2),
+            "broken": (lambda c, t: 1 / 0, 0.5),
+        }
+    )
     verdict = rubric("42", TASK)
     assert verdict.reward == pytest.approx(1.2)
     assert dict(verdict.parts) == {"correct": 1.0, "short": 1.0, "broken": 0.0}

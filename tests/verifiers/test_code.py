@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from llmenv.errors import VerifierError
@@ -23,13 +21,18 @@ def check(candidate):
     assert total == 15
 """
 ADD = Task("Write add(a, b).", tests=CHECK_TESTS, meta={"entry_point": "add"})
-ADD_ASSERTS = Task("Write add(a, b).", tests=["assert add(1, 2) == 3", "assert add(-1, 1) == 0",
-                                               "assert add(2, 2) == 4", "assert add(0, 0) == 0"])
-ECHO_SUM = Task("Read two ints, print their sum.", tests=[
-    {"input": "1 2\n", "output": "3\n"},
-    {"input": "10 20\n", "output": "30"},
-    {"input": "-5 5\n", "output": "0  \n\n"},
-])
+ADD_ASSERTS = Task(
+    "Write add(a, b).",
+    tests=["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4", "assert add(0, 0) == 0"],
+)
+ECHO_SUM = Task(
+    "Read two ints, print their sum.",
+    tests=[
+        {"input": "1 2\n", "output": "3\n"},
+        {"input": "10 20\n", "output": "30"},
+        {"input": "-5 5\n", "output": "0  \n\n"},
+    ],
+)
 
 GOOD = "def add(a, b):\n    return a + b\n"
 
@@ -109,11 +112,11 @@ def test_a_test_that_hangs_fails_alone_and_the_candidate_restarts(verifier):
 
 
 def test_infinite_loop_at_import_fails_every_test(verifier):
-    started = time.perf_counter()
     verdict = verifier(fenced("while True:\n    pass\n" + GOOD), ADD)
     assert verdict.reward == 0.0 and verdict.error is None
-    assert "timed out" in verdict.details["tests"][0]["reason"]
-    assert time.perf_counter() - started < 5
+    reasons = {t["reason"] for t in verdict.details["tests"]}
+    assert reasons == {"timed out after 1s while loading the code"}
+    assert verdict.details["timed_out"] is False  # cut by the 1 s per-test bound, not the run's 10 s bound
 
 
 def test_whole_run_timeout_keeps_the_tests_passed_before_it():
@@ -175,8 +178,9 @@ def test_stdio_timeout_is_per_case(verifier):
 # ---------------------------------------------------------------- reward hacks: each must fail
 
 HACKS = {
-    "eq_override": "class Anything:\n    def __eq__(self, other):\n        return True\n"
-                   "def add(a, b):\n    return Anything()\n",
+    "eq_override": (
+        "class Anything:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Anything()\n"
+    ),
     "os_exit_at_import": "import os\nos._exit(0)\ndef add(a, b):\n    return -999\n",
     "sys_exit_at_import": "import sys\nsys.exit(0)\ndef add(a, b):\n    return -999\n",
     "os_exit_in_function": "import os\ndef add(a, b):\n    os._exit(0)\n",
@@ -208,13 +212,19 @@ HACKS = {
         "def add(a, b):\n    return -999\n"
     ),
     "kill_process_group": "import os, signal\nos.killpg(0, signal.SIGKILL)\ndef add(a, b):\n    return -999\n",
-    "int_subclass": "class Int(int):\n    def __eq__(self, other):\n        return True\n"
-                    "    __hash__ = int.__hash__\ndef add(a, b):\n    return Int(0)\n",
-    "str_subclass": "class Str(str):\n    def __eq__(self, other):\n        return True\n"
-                    "    __hash__ = str.__hash__\ndef add(a, b):\n    return Str('no')\n",
-    "bool_like_result": "class Truthy(int):\n    def __bool__(self):\n        return True\n"
-                        "    def __eq__(self, other):\n        return True\n"
-                        "    __hash__ = int.__hash__\ndef add(a, b):\n    return Truthy(1)\n",
+    "int_subclass": (
+        "class Int(int):\n    def __eq__(self, other):\n        return True\n"
+        "    __hash__ = int.__hash__\ndef add(a, b):\n    return Int(0)\n"
+    ),
+    "str_subclass": (
+        "class Str(str):\n    def __eq__(self, other):\n        return True\n"
+        "    __hash__ = str.__hash__\ndef add(a, b):\n    return Str('no')\n"
+    ),
+    "bool_like_result": (
+        "class Truthy(int):\n    def __bool__(self):\n        return True\n"
+        "    def __eq__(self, other):\n        return True\n"
+        "    __hash__ = int.__hash__\ndef add(a, b):\n    return Truthy(1)\n"
+    ),
 }
 
 
@@ -240,8 +250,16 @@ def test_candidate_cannot_read_the_tests_or_the_nonce(verifier):
 
 
 def test_check_verifier_contract(verifier):
-    check_verifier(verifier, [(fenced(GOOD), ADD, 1.0), (fenced("def add(a, b):\n    return 3\n"), ADD, 1 / 3),
-                              (fenced(GOOD), ADD_ASSERTS, 1.0), ("print(1)", ECHO_SUM, 0.0)], timeout_s=10.0)
+    check_verifier(
+        verifier,
+        [
+            (fenced(GOOD), ADD, 1.0),
+            (fenced("def add(a, b):\n    return 3\n"), ADD, 1 / 3),
+            (fenced(GOOD), ADD_ASSERTS, 1.0),
+            ("print(1)", ECHO_SUM, 0.0),
+        ],
+        timeout_s=10.0,
+    )
 
 
 class _BrokenSandbox:
@@ -285,9 +303,15 @@ def test_call_verifier_uses_its_own_time_bound(verifier):
 
 def test_shared_runs_give_the_same_verdicts_and_a_killer_cannot_sink_its_neighbours():
     shared = CodeVerifier(limits=Limits(wall_time_s=10.0), per_test_timeout_s=1.0, programs_per_run=3)
-    completions = [fenced(GOOD), fenced(HACKS["kill_harness"]), fenced(GOOD), fenced(HACKS["os_exit_in_function"]),
-                   fenced("import os\nopen('/tmp/left', 'w').write('x')\nos.fork() or __import__('time').sleep(60)\n"
-                          + GOOD), fenced(GOOD), "print(3)"]
+    completions = [
+        fenced(GOOD),
+        fenced(HACKS["kill_harness"]),
+        fenced(GOOD),
+        fenced(HACKS["os_exit_in_function"]),
+        fenced("import os\nopen('/tmp/left', 'w').write('x')\nos.fork() or __import__('time').sleep(60)\n" + GOOD),
+        fenced(GOOD),
+        "print(3)",
+    ]
     tasks = [ADD, ADD_ASSERTS, ADD_ASSERTS, ADD, ADD, ADD, ECHO_SUM]
     verdicts = shared.verify_batch(completions, tasks)
     assert [v.reward for v in verdicts] == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, pytest.approx(1 / 3)]
@@ -316,6 +340,7 @@ def test_verify_batch_shares_runs_evenly_across_workers_by_default(verifier):
     counting.sizes.clear()
     one_each.verify_batch(completions[:3], [ADD_ASSERTS] * 3)
     assert counting.sizes == [1, 1, 1]
+
 
 # Finds any string holding the tests' marker in its own process's memory (the marker is split here so
 # that the candidate's own source does not contain it).
@@ -356,7 +381,6 @@ def test_a_program_that_tampers_with_the_shared_spawner_cannot_fail_the_next_one
     bad = fenced(f"import os, resource, signal\n{tamper}\n" + GOOD)
     niceness_zero = "os.getpriority(os.PRIO_PROCESS, 0) == 0"
     untouched = fenced(f"import os\ndef add(a, b):\n    return a + b if {niceness_zero} else 0\n")
-    started = time.perf_counter()
     verdicts = shared.verify_batch([bad, untouched, untouched], [ADD_ASSERTS] * 3, max_workers=1)
     assert [v.reward for v in verdicts] == [1.0, 1.0, 1.0] and all(v.error is None for v in verdicts)
-    assert time.perf_counter() - started < 20
+    assert not any(v.details["timed_out"] for v in verdicts)  # no program waited out the run's bound

@@ -136,12 +136,10 @@ def test_plain_numbers_take_the_fast_path() -> None:
         ("5", "5 \\text{ cm}"),
         ("50%", "50"),
     ]:
-        assert compare(gold, pred).path == "fast"
-    started = time.perf_counter()
-    for _ in range(2000):
-        is_equivalent("1234", "1,234")
-    per_call = (time.perf_counter() - started) / 2000
-    assert per_call < 200e-6, f"fast path took {per_call * 1e6:.0f} us per call"
+        result = compare(gold, pred)
+        assert (result.path, result.equal, result.error) == ("fast", True, None), (gold, pred)
+    different = compare("42", "43")
+    assert (different.path, different.equal) == ("fast", False)
 
 
 EXTRACTION = [
@@ -179,9 +177,10 @@ def test_fallback_last_number_is_opt_in() -> None:
     ids=["boxed-x10000", "megabyte-then-box", "nested-braces", "megabyte-digits"],
 )
 def test_extraction_is_linear_on_hostile_text(text: str) -> None:
+    # a bound on a hang: linear takes under 0.1 s here, a quadratic scan of these takes minutes to hours
     started = time.perf_counter()
     extract_answer(text, fallback_last_number=True)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5.0
 
 
 HOSTILE = [
@@ -197,18 +196,18 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize(("gold", "pred"), HOSTILE)
-def test_hostile_inputs_return_within_the_timeout(gold: str, pred: str) -> None:
+def test_hostile_inputs_are_cut_at_the_timeout(gold: str, pred: str) -> None:
     timeout = 1.0
     started = time.perf_counter()
     result = compare(gold, pred, timeout=timeout)
-    assert time.perf_counter() - started < timeout + 2.0
+    assert time.perf_counter() - started < 10 * timeout  # a bound on a hang: these never finish unbounded
     assert result.equal is False
 
 
 def test_overrun_kills_the_worker_and_reports_a_timeout() -> None:
     started = time.perf_counter()
     result = compare("(x+1)^{10000}", "(x+2)^{10000}", timeout=0.5)
-    assert time.perf_counter() - started < 2.5
+    assert time.perf_counter() - started < 10.0  # a bound on a hang; it returns at about the 0.5 s timeout
     assert result.error is not None and "timed out" in result.error
     assert compare("2", "\\sqrt{4}", timeout=10.0).equal  # a fresh worker takes over
 
@@ -226,7 +225,7 @@ def test_works_off_the_main_thread() -> None:
     assert _run_in_thread(lambda: is_equivalent("\\{1,2\\}", "\\{2,1\\}")) is True
     started = time.perf_counter()
     assert _run_in_thread(lambda: is_equivalent("(x+1)^{10000}", "(x+2)^{10000}", timeout=0.5)) is False
-    assert time.perf_counter() - started < 2.5
+    assert time.perf_counter() - started < 10.0  # a bound on a hang, as above
     preds = ["\\frac{2}{4}", "0.5", "1/3", "\\sqrt{\\frac{1}{4}}", "x = 0.5", "\\frac{1}{3}"]
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda p: is_equivalent("\\frac{1}{2}", p), preds))
@@ -267,9 +266,7 @@ def test_verifier_records_timeouts_and_bad_references_as_errors() -> None:
     assert bad_gold.reward == 0.0 and bad_gold.error is not None and "reference" in bad_gold.error
     huge = MathVerifier()("\\boxed{2^{2^{2^{2^{99}}}}}", Task("q", answer="2^{2^{2^{2^{100}}}}"))
     assert huge.error is not None and huge.reward == 0.0
-    via_call = call_verifier(
-        MathVerifier(timeout=0.5), "\\boxed{(x+2)^{10000}}", Task("q", answer="(x+1)^{10000}")
-    )
+    via_call = call_verifier(MathVerifier(timeout=0.5), "\\boxed{(x+2)^{10000}}", Task("q", answer="(x+1)^{10000}"))
     assert via_call.error is not None
 
 
