@@ -44,7 +44,8 @@ class Saved:
         """`checkpoint/ 1.62 GB (weights 538 MB, optimizer and RNG 1.08 GB)`, for progress messages."""
         text = f"{self.path} {human_bytes(self.weights_bytes + self.trainer_state_bytes)}"
         if self.trainer_state_bytes:
-            text += f" (weights {human_bytes(self.weights_bytes)}, optimizer and RNG {human_bytes(self.trainer_state_bytes)})"
+            trainer = human_bytes(self.trainer_state_bytes)
+            text += f" (weights {human_bytes(self.weights_bytes)}, optimizer and RNG {trainer})"
         return text
 
 
@@ -134,7 +135,9 @@ def checkpoint_step(path: str | Path) -> int:
     try:
         return int(json.loads((Path(path) / _COMPLETE_MARK).read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({exc}); delete it or start without --resume")
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({exc}); delete it or start without --resume"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, *, model: Any, optimizer: torch.optim.Optimizer) -> int:

@@ -41,6 +41,16 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def at_least(bound: float) -> dict[str, Any]:
+    """`option(..., **at_least(1))`: the value must be >= bound."""
+    return {"check": lambda value: value >= bound, "expects": f">= {bound}"}
+
+
+def above(bound: float) -> dict[str, Any]:
+    """`option(..., **above(0))`: the value must be > bound."""
+    return {"check": lambda value: value > bound, "expects": f"> {bound}"}
+
+
 def check_config(config: Any) -> None:
     """Raise ConfigError naming every field whose value is outside its choices or fails its check."""
     problems = []
@@ -97,9 +107,13 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, dict):
             parser.add_argument(
-                "--param", dest=f.name, action="append", default=[], metavar="KEY=VALUE",
+                "--param",
+                dest=f.name,
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
                 help=f"{help_text} (repeatable, e.g. --param digits=1)",
-            )  # fmt: skip
+            )
             continue
         scalar, nullable = _flag_type(hints[f.name])
         if scalar is bool:

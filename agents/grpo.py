@@ -2,12 +2,16 @@
 
 Each step plays `prompts_per_step` tasks `group_size` times (a `VectorLLMEnv` with groups),
 turns rewards into group-relative advantages, and takes a clipped policy-gradient step on the
-policy tokens only. The variants that papers argue about are config choices, each resolved to
-one function once: advantage scaling (GRPO std / Dr. GRPO none / batch), loss aggregation
-(token mean as DAPO, sequence mean as GRPO, constant normaliser as Dr. GRPO), token or sequence
-(GSPO) importance ratios, clip-higher, dynamic sampling, KL to a reference model (off by default,
-so no reference model is loaded). Log-probs are computed on completion positions only (see
-agents/scoring.py). `train(config)` is the loop behind `llmenv train grpo`.
+policy tokens only. Episodes whose verifier failed (`Verdict.error`) are left out of the loss and
+of their group's baseline, and counted (`verifier_error_fraction`). The variants that papers argue
+about are config choices, each resolved to one function once: advantage scaling (GRPO std /
+Dr. GRPO none / batch), loss aggregation (token mean as DAPO, sequence mean as GRPO, constant
+normaliser as Dr. GRPO), token or sequence (GSPO) importance ratios, clip-higher, dynamic sampling,
+KL to a reference model (off by default, so no reference model is loaded). Log-probs are computed
+on completion positions only (see agents/scoring.py). Reward shaping is the task's business (a
+`Rubric`), not the learner's. `train(config)` is the loop behind `llmenv train grpo`; what every
+learner shares around it (device checks, resume, Ctrl-C, checkpoints) is in agents/trainer.py and
+agents/checkpoint.py.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 
 from llmenv.agents import gc_control, losses
 from llmenv.agents.checkpoint import export_final, load_checkpoint, save_checkpoint
-from llmenv.agents.config import check_config, option
+from llmenv.agents.config import above, at_least, check_config, option
 from llmenv.agents.policy import HFPolicy, SamplingParams
 from llmenv.agents.rollout import RolloutBatch, rollout, to_batch
 from llmenv.agents.runlog import RunLog
@@ -36,10 +40,6 @@ TRAIN_SEED_STRIDE = 10**8
 """A run with seed s draws its step-t tasks from env seeds s * 10**8 + t * num_envs + i."""
 
 
-def _positive(value: float) -> bool:
-    return value > 0
-
-
 @dataclass
 class GRPOConfig:
     """Everything a GRPO run needs; every field is a `llmenv train grpo` flag."""
@@ -47,50 +47,68 @@ class GRPOConfig:
     task: str = option("llmenv/arith-v0", "Registered task id (llmenv tasks lists them).")
     model: str = option("smollm2-135m", "Model to train: local path, hub id or smollm2-135m.")
     task_params: dict[str, Any] = option({}, "Task parameter passed to the environment")
-    steps: int = option(20, "Optimisation steps (one rollout each).", check=_positive, expects=">= 1")
-    prompts_per_step: int = option(4, "Distinct tasks per step.", check=_positive, expects=">= 1")
+    steps: int = option(20, "Optimisation steps (one rollout each).", **at_least(1))
+    prompts_per_step: int = option(4, "Distinct tasks per step.", **at_least(1))
     group_size: int = option(
-        4, "Completions per task; advantages are relative within a group.", check=lambda g: g >= 2,
+        4,
+        "Completions per task; advantages are relative within a group.",
+        check=lambda g: g >= 2,
         expects=">= 2: with one completion per task every advantage is 0 and nothing is learned",
-    )  # fmt: skip
-    max_new_tokens: int = option(64, "Generation budget per policy turn.", check=_positive, expects=">= 1")
-    temperature: float = option(1.0, "Sampling temperature of rollouts.", check=_positive, expects="> 0")
+    )
+    max_new_tokens: int = option(64, "Generation budget per policy turn.", **at_least(1))
+    temperature: float = option(1.0, "Sampling temperature of rollouts.", **above(0))
     top_p: float = option(1.0, "Nucleus sampling mass of rollouts.", check=lambda p: 0 < p <= 1, expects="in (0, 1]")
-    lr: float = option(1e-6, "AdamW learning rate.", check=_positive, expects="> 0")
-    weight_decay: float = option(0.0, "AdamW weight decay.", check=lambda w: w >= 0, expects=">= 0")
-    seed: int = option(0, "Seeds model init order, rollouts and task draws.", check=lambda s: s >= 0, expects=">= 0")
+    lr: float = option(1e-6, "AdamW learning rate.", **above(0))
+    weight_decay: float = option(0.0, "AdamW weight decay.", **at_least(0))
+    seed: int = option(0, "Seeds model init order, rollouts and task draws.", **at_least(0))
     out: str = option("runs/grpo", "Folder for metrics.jsonl, reward.png, TensorBoard events and checkpoints.")
     resume: bool = option(False, "Continue from out/checkpoint (weights, optimizer, RNG, step).")
     save_every: int = option(
-        10, "Write the resume checkpoint every this many steps (0: only on Ctrl-C).", check=lambda n: n >= 0,
-        expects=">= 0",
-    )  # fmt: skip
+        10,
+        "Write the resume checkpoint every this many steps (0: only on Ctrl-C).",
+        **at_least(0),
+    )
     save_final: bool = option(True, "Export the trained weights (or adapter) alone to out/final at the end.")
     epochs: int = option(
-        1, "Optimisation passes over each rollout; >1 stores old log-probs with an extra forward pass.",
-        check=_positive, expects=">= 1",
-    )  # fmt: skip
-    micro_batch: int = option(8, "Sequences per forward/backward (gradient accumulation).", check=_positive, expects=">= 1")
+        1,
+        "Optimisation passes over each rollout; >1 stores old log-probs with an extra forward pass.",
+        **at_least(1),
+    )
+    micro_batch: int = option(8, "Sequences per forward/backward (gradient accumulation).", **at_least(1))
     advantage: str = option(
         "std", 'Advantage scaling: "std" (GRPO), "none" (Dr. GRPO) or "batch" (batch-std).', choices=losses.ADVANTAGES
     )
     loss_aggregation: str = option(
-        "token_mean", '"token_mean" (DAPO), "sequence_mean" (GRPO) or "constant" (Dr. GRPO: / max_new_tokens).',
+        "token_mean",
+        '"token_mean" (DAPO), "sequence_mean" (GRPO) or "constant" (Dr. GRPO: / max_new_tokens).',
         choices=losses.AGGREGATIONS,
-    )  # fmt: skip
-    importance: str = option("token", '"token" (PPO/GRPO ratio per token) or "sequence" (GSPO).', choices=("token", "sequence"))
-    clip_low: float = option(0.2, "Lower clip range of the ratio (1 - clip_low).", check=lambda c: 0 <= c < 1, expects="in [0, 1)")
+    )
+    importance: str = option(
+        "token", '"token" (PPO/GRPO ratio per token) or "sequence" (GSPO).', choices=("token", "sequence")
+    )
+    clip_low: float = option(
+        0.2, "Lower clip range of the ratio (1 - clip_low).", check=lambda c: 0 <= c < 1, expects="in [0, 1)"
+    )
     clip_high: float = option(
-        0.28, "Upper clip range (1 + clip_high); above clip_low is DAPO's clip-higher.", check=lambda c: c >= 0,
-        expects=">= 0",
-    )  # fmt: skip
-    beta: float = option(0.0, "KL coefficient towards the initial model; 0 loads no reference model.", check=lambda b: b >= 0, expects=">= 0")
+        0.28,
+        "Upper clip range (1 + clip_high); above clip_low is DAPO's clip-higher.",
+        **at_least(0),
+    )
+    beta: float = option(
+        0.0,
+        "KL coefficient towards the initial model; 0 loads no reference model.",
+        **at_least(0),
+    )
     kl_estimator: str = option("k3", '"k1" or "k3" (Schulman) per-token KL estimator.', choices=("k1", "k3"))
     entropy_coef: float = option(0.0, "Entropy bonus coefficient.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards do not vary (DAPO); they carry no gradient.")
     drop_cut: bool = option(False, "Leave completions cut at max_new_tokens (no stop token) out of the loss.")
-    max_grad_norm: float = option(1.0, "Gradient-norm clipping.", check=_positive, expects="> 0")
-    lora_rank: int = option(0, "Train a LoRA adapter of this rank through peft instead of all weights (0 = full).", check=lambda r: r >= 0, expects=">= 0")
+    max_grad_norm: float = option(1.0, "Gradient-norm clipping.", **above(0))
+    lora_rank: int = option(
+        0,
+        "Train a LoRA adapter of this rank through peft instead of all weights (0 = full).",
+        **at_least(0),
+    )
     gradient_checkpointing: bool = option(False, "Trade compute for memory in the backward pass.")
     bf16: bool = option(False, "bf16 autocast for the training forward/backward (CPU and GPU).")
     device: str = option("auto", '"auto" (CUDA when available), "cpu" or "cuda[:index]".')
@@ -338,9 +356,13 @@ def _loop(state: TrainState, *, progress: bool) -> None:
 
     def checkpoint() -> None:
         saved = save_checkpoint(
-            out, model=state.model, tokenizer=state.tokenizer, optimizer=state.optimizer, step=state.step,
+            out,
+            model=state.model,
+            tokenizer=state.tokenizer,
+            optimizer=state.optimizer,
+            step=state.step,
             config=config_dict,
-        )  # fmt: skip
+        )
         console.print(f"step {state.step}: resume checkpoint {saved.describe()}")
 
     with StopAtStepBoundary(console.print) as stop, Progress(*columns, console=console, disable=not progress) as bar:

@@ -42,7 +42,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def own_weights(params: list[torch.nn.Parameter], device: torch.device) -> None:
-    """Copy CPU weights out of a read-only file mapping once, or the first optimizer step pays a page fault per 4 KiB."""
+    """Copy CPU weights out of a read-only file mapping once (else the first optimizer step faults per 4 KiB page)."""
     if device.type != "cpu":
         return
     with torch.no_grad():
@@ -50,7 +50,9 @@ def own_weights(params: list[torch.nn.Parameter], device: torch.device) -> None:
             p.data = p.data.clone()
 
 
-def adamw(params: list[torch.nn.Parameter], *, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+def adamw(
+    params: list[torch.nn.Parameter], *, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
     """AdamW, with torch's fused kernel where it has one (on CPU one step is ~4x faster than the default)."""
     fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.bfloat16) for p in params)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)

@@ -173,9 +173,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def accuracy(policy_model: Any) -> Any:
         return evaluate(
-            DEMO_TASK, policy_model, tokenizer, n=args.eval_n, max_new_tokens=args.max_new_tokens,
+            DEMO_TASK,
+            policy_model,
+            tokenizer,
+            n=args.eval_n,
+            max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
-        )  # fmt: skip
+        )
 
     with console.status("held-out accuracy before training (greedy)"):
         before = accuracy(model)
@@ -196,8 +200,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     state = train(config)
     if state.interrupted:
-        console.print(f"demo stopped at step {state.step}; continue training with: llmenv train grpo "
-                      f"--task {DEMO_TASK} --out {args.out} --steps {args.steps} --resume ...")  # fmt: skip
+        console.print(
+            f"demo stopped at step {state.step}; continue training with: llmenv train grpo "
+            f"--task {DEMO_TASK} --out {args.out} --steps {args.steps} --resume ..."
+        )
         return 130
     with console.status("held-out accuracy after training (greedy)"):
         after = accuracy(state.model)
@@ -208,9 +214,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     plot_metrics(
         config.out,
         title=f"GRPO on {DEMO_TASK} ({args.model}), seed {args.seed}",
-        marks={f"held-out accuracy before {before.pass_at_1:.1%}": before.pass_at_1,
-               f"held-out accuracy after {after.pass_at_1:.1%}": after.pass_at_1},
-    )  # fmt: skip
+        marks={
+            f"held-out accuracy before {before.pass_at_1:.1%}": before.pass_at_1,
+            f"held-out accuracy after {after.pass_at_1:.1%}": after.pass_at_1,
+        },
+    )
     console.print(
         f"{after.tasks} held-out problems, greedy decoding; change {after.pass_at_1 - before.pass_at_1:+.1%} in "
         f"{time.perf_counter() - started:.0f}s. Metrics: {config.out}/metrics.jsonl, plot: {config.out}/reward.png, "
@@ -267,14 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(grpo, GRPOConfig)
     grpo.set_defaults(func=cmd_train_grpo)
 
-    demo = sub.add_parser("demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults)
+    demo = sub.add_parser(
+        "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults
+    )
     demo.add_argument("--model", default="smollm2-135m")
     demo.add_argument("--steps", type=_positive_int, default=12)
     demo.add_argument("--prompts-per-step", type=_positive_int, default=8)
     demo.add_argument("--group-size", type=_positive_int, default=4)
     demo.add_argument("--max-new-tokens", type=_positive_int, default=32)
     demo.add_argument("--lr", type=float, default=1e-5)
-    demo.add_argument("--eval-n", type=_positive_int, default=64, help="held-out problems for the before/after accuracy")
+    demo.add_argument(
+        "--eval-n", type=_positive_int, default=64, help="held-out problems for the before/after accuracy"
+    )
     demo.add_argument("--batch-size", type=_positive_int, default=32)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)

@@ -91,8 +91,9 @@ def register_task(
         raise RegistrationError(f"verifier of `{full_id}` must be callable (completion, task) -> Verdict | float")
     if env not in ENV_KINDS:
         raise RegistrationError(f"unknown env kind {env!r} for `{full_id}`; known kinds: {sorted(ENV_KINDS)}")
-    if row_to_task is None and not (callable(source) or hasattr(source, "__iter__") or hasattr(source, "load")
-                                    or hasattr(source, "sample")):
+    if row_to_task is None and not (
+        callable(source) or hasattr(source, "__iter__") or hasattr(source, "load") or hasattr(source, "sample")
+    ):
         raise RegistrationError(
             f"source of `{full_id}` must be a list of Task, a callable (rng) -> Task, a HubDataset, "
             f"or a datasets.Dataset with row_to_task; got {type(source).__name__}"

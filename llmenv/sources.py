@@ -111,6 +111,9 @@ class DatasetSource:
         return task
 
 
+HUB_DATASET_PARAMS = frozenset({"data_files", "split", "limit"})
+"""The task parameters of a dataset-backed task (the keywords of `HubDataset.load`)."""
+
 _LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -150,6 +153,9 @@ class HubDataset:
                 raise DatasetUnavailableError(
                     f"data_files must all be one of {sorted(_LOCAL_FORMATS)}; got extensions {sorted(exts)}"
                 )
+            empty = [f for f in files if os.path.getsize(f) == 0]
+            if empty:  # datasets' builders raise a bare StopIteration on these
+                raise DatasetUnavailableError(f"data_files {empty} are empty; expected rows of {self.path}")
             dataset = datasets.load_dataset(_LOCAL_FORMATS[exts.pop()], data_files=files, split="train")
         else:
             if not hub_reachable():
@@ -183,6 +189,11 @@ def as_source(
             raise TaskConfigError(f"unexpected task parameters {sorted(params)} for a dataset source")
         return DatasetSource(source, row_to_task)
     if isinstance(source, HubDataset):
+        unknown = sorted(set(params) - HUB_DATASET_PARAMS)
+        if unknown:
+            raise TaskConfigError(
+                f"unexpected task parameters {unknown} for a dataset task; expected {sorted(HUB_DATASET_PARAMS)}"
+            )
         return source.load(**params)
     if isinstance(source, Task):
         source = [source]

@@ -39,6 +39,7 @@ def demo_reward() -> Rubric:
         pass_part="correct",
     )
 
+
 _OPS = "+-*/"
 
 

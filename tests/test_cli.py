@@ -28,10 +28,27 @@ def test_tasks_lists_builtins(capsys):
 
 def test_rollout_writes_episodes(tiny_model_dir, tmp_path, capsys):
     out_file = tmp_path / "episodes.jsonl"
-    code = main([
-        "rollout", "--task", "llmenv/countdown-v0", "--model", str(tiny_model_dir), "--n", "3", "--batch-size", "2",
-        "--max-new-tokens", "8", "--temperature", "1.0", "--param", "count=3", "--out", str(out_file),
-    ])
+    code = main(
+        [
+            "rollout",
+            "--task",
+            "llmenv/countdown-v0",
+            "--model",
+            str(tiny_model_dir),
+            "--n",
+            "3",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--temperature",
+            "1.0",
+            "--param",
+            "count=3",
+            "--out",
+            str(out_file),
+        ]
+    )
     assert code == 0
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["seed"] for r in rows] == [0, 1, 2]
@@ -50,9 +67,27 @@ def test_unknown_task_is_a_clean_error(tiny_model_dir, capsys):
 def test_rollout_with_the_embedded_smollm2(tmp_path):
     out_file = tmp_path / "smol.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "llmenv.cli", "rollout", "--task", "llmenv/arith-v0", "--model", "smollm2-135m",
-         "--n", "4", "--max-new-tokens", "48", "--param", "digits=1", "--out", str(out_file)],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "llmenv.cli",
+            "rollout",
+            "--task",
+            "llmenv/arith-v0",
+            "--model",
+            "smollm2-135m",
+            "--n",
+            "4",
+            "--max-new-tokens",
+            "48",
+            "--param",
+            "digits=1",
+            "--out",
+            str(out_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
@@ -88,8 +123,25 @@ def tiny_policy_dir(tmp_path_factory, tok):
 
 
 def train_args(model_dir, out, *extra):
-    return ["train", "grpo", "--task", "llmenv/arith-v0", "--model", str(model_dir), "--steps", "2",
-            "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "4", "--out", str(out), *extra]  # fmt: skip
+    return [
+        "train",
+        "grpo",
+        "--task",
+        "llmenv/arith-v0",
+        "--model",
+        str(model_dir),
+        "--steps",
+        "2",
+        "--prompts-per-step",
+        "2",
+        "--group-size",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -137,10 +189,44 @@ def test_help_shows_defaults_and_version_prints(capsys):
 
 def test_rollout_episodes_follow_the_documented_schema(tiny_model_dir, tmp_path):
     out_file = tmp_path / "episodes.jsonl"
-    assert main(["rollout", "--task", "llmenv/arith-tool-v0", "--model", str(tiny_model_dir), "--n", "2",
-                 "--max-new-tokens", "4", "--out", str(out_file)]) == 0  # fmt: skip
-    keys = {"seed", "group", "prompt", "answer", "completions", "reward", "rewards", "passed", "parts", "errors",
-            "turns", "tool_calls", "tool_errors", "stop_reason", "truncated", "cut", "tokens", "loss_mask"}  # fmt: skip
+    assert (
+        main(
+            [
+                "rollout",
+                "--task",
+                "llmenv/arith-tool-v0",
+                "--model",
+                str(tiny_model_dir),
+                "--n",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--out",
+                str(out_file),
+            ]
+        )
+        == 0
+    )
+    keys = {
+        "seed",
+        "group",
+        "prompt",
+        "answer",
+        "completions",
+        "reward",
+        "rewards",
+        "passed",
+        "parts",
+        "errors",
+        "turns",
+        "tool_calls",
+        "tool_errors",
+        "stop_reason",
+        "truncated",
+        "cut",
+        "tokens",
+        "loss_mask",
+    }
     for row in map(json.loads, out_file.read_text().splitlines()):
         assert set(row) == keys and row["turns"] == len(row["completions"]) == len(row["rewards"])
 
@@ -149,10 +235,25 @@ def test_a_float_verifier_task_reports_accuracy_by_its_pass_rule(tiny_model_dir,
     import llmenv
     from llmenv.types import Task
 
-    llmenv.register_task("always-full-v0", source=[Task("say anything", answer="x")], verifier=lambda c, t: 1.0,
-                         replace=True)  # fmt: skip
-    assert main(["eval", "--task", "llmenv/always-full-v0", "--model", str(tiny_model_dir), "--n", "2",
-                 "--max-new-tokens", "2"]) == 0  # fmt: skip
+    llmenv.register_task(
+        "always-full-v0", source=[Task("say anything", answer="x")], verifier=lambda c, t: 1.0, replace=True
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--task",
+                "llmenv/always-full-v0",
+                "--model",
+                str(tiny_model_dir),
+                "--n",
+                "2",
+                "--max-new-tokens",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "mean reward 1.000  pass@1 1.000" in capsys.readouterr().out  # passed=None, reward 1 >= threshold 1
 
 
@@ -162,8 +263,9 @@ def test_ctrl_c_during_training_saves_a_checkpoint_and_says_how_to_resume(tiny_p
 
     out = tmp_path / "run"
     args = train_args(tiny_policy_dir, out, "--steps", "50")
-    proc = subprocess.Popen([sys.executable, "-m", "llmenv.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmenv.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 300
     while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:

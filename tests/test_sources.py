@@ -223,15 +223,13 @@ def test_missing_or_unsupported_data_files_are_reported(tmp_path):
         hub.load(data_files=mixed)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: an empty data file escapes as StopIteration from datasets")
 def test_an_empty_data_file_is_a_clear_error(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises((TaskConfigError, DatasetUnavailableError)):
+    with pytest.raises(DatasetUnavailableError, match="are empty"):
         HubDataset("org/sums", row_to_task).load(data_files=empty)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: as_source passes unknown keywords to HubDataset.load (TypeError)")
 def test_an_unknown_hub_dataset_parameter_is_a_task_config_error(tmp_path):
     path = write_jsonl(tmp_path / "sums.jsonl", ROWS)
     with pytest.raises(TaskConfigError, match="digits"):

@@ -51,7 +51,8 @@ def test_verdict_of_rejects_other_types():
 
 def test_trajectory_action_tokens_and_total_reward():
     traj = Trajectory(
-        tokens=np.arange(6), loss_mask=np.array([0, 0, 1, 1, 0, 1]),
+        tokens=np.arange(6),
+        loss_mask=np.array([0, 0, 1, 1, 0, 1]),
         turns=(Turn("prompt", 0, 2), Turn("policy", 2, 4, 1.0), Turn("env", 4, 5), Turn("policy", 5, 6, 0.5)),
         rewards=(1.0, 0.5),
     )

@@ -71,7 +71,7 @@ class BaseVerifier(ABC):
         """One result per completion, in order (default: one call each)."""
         return [self(completion, task) for completion, task in zip(completions, tasks, strict=True)]
 
-    def prestart(self) -> None:
+    def prestart(self) -> None:  # noqa: B027 - a documented default, not an abstract method
         """Start background workers ahead of the first call (default: nothing to start)."""
 
 
@@ -173,8 +173,7 @@ class Rubric(BaseVerifier):
 
     def __init__(
         self,
-        parts: Mapping[str, tuple[VerifierFn, float]]
-        | Sequence[tuple[str, VerifierFn, float]],
+        parts: Mapping[str, tuple[VerifierFn, float]] | Sequence[tuple[str, VerifierFn, float]],
         *,
         timeout_s: float | None = 30.0,
         pass_part: str | None = None,

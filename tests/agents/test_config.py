@@ -36,8 +36,25 @@ def parse(*argv: str) -> Example:
 
 def test_defaults_round_trip_and_each_kind_parses():
     assert parse() == Example()
-    got = parse("--name", "b", "--mode", "slow", "--count", "3", "--rate", "1e-3", "--limit", "7", "--flag",
-                "--param", "digits=2", "--param", 'ops="+-"', "--param", "label=plain")  # fmt: skip
+    got = parse(
+        "--name",
+        "b",
+        "--mode",
+        "slow",
+        "--count",
+        "3",
+        "--rate",
+        "1e-3",
+        "--limit",
+        "7",
+        "--flag",
+        "--param",
+        "digits=2",
+        "--param",
+        'ops="+-"',
+        "--param",
+        "label=plain",
+    )
     assert got == Example("b", "slow", 3, 1e-3, 7, True, {"digits": 2, "ops": "+-", "label": "plain"})
     assert parse("--limit", "none").limit is None and parse("--no-flag").flag is False
 

@@ -52,14 +52,14 @@ def test_verifier_errors_are_counted_and_never_solved(model, tok):
 def test_play_groups_samples_per_task_and_uses_held_out_seeds(model, tok):
     policy = HFPolicy(model, tok)
     sampling = SamplingParams(max_new_tokens=3, temperature=1.0, seed=1)
-    episodes = play("llmenv/arith-v0", policy, tok, n=3, samples=2, sampling=sampling, batch_size=4,
-                    seed=EVAL_SEED_OFFSET)  # fmt: skip
+    episodes = play(
+        "llmenv/arith-v0", policy, tok, n=3, samples=2, sampling=sampling, batch_size=4, seed=EVAL_SEED_OFFSET
+    )
     assert len(episodes) == 6
     for first, second in zip(episodes[::2], episodes[1::2]):
         assert first.task == second.task  # a task's samples are one group
     assert [e.seed for e in episodes] == [EVAL_SEED_OFFSET + i for i in range(6)]
-    again = play("llmenv/arith-v0", policy, tok, n=3, samples=2, sampling=sampling, batch_size=4,
-                 seed=EVAL_SEED_OFFSET)  # fmt: skip
+    again = play("llmenv/arith-v0", policy, tok, n=3, samples=2, sampling=sampling, batch_size=4, seed=EVAL_SEED_OFFSET)
     assert [e.completions for e in again] == [e.completions for e in episodes]  # seeded: reproducible
     result = score("llmenv/arith-v0", episodes, 2, ks=(1, 2))
     assert result.tasks == 3 and set(result.pass_at_k) == {1, 2}

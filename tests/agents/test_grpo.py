@@ -259,8 +259,16 @@ def test_multi_turn_metrics_show_turns_tool_calls_and_groups_without_signal(tiny
 def test_status_line_warns_when_a_step_carried_no_learning_signal():
     from llmenv.agents.grpo import _status
 
-    flat = {"reward_mean": 0.0, "loss": 0.0, "step_time_s": 1.0, "turns_mean": 2.0, "tool_calls_mean": 0.5,
-            "verifier_error_fraction": 0.25, "zero_variance_group_fraction": 1.0, "kept": 1.0}  # fmt: skip
+    flat = {
+        "reward_mean": 0.0,
+        "loss": 0.0,
+        "step_time_s": 1.0,
+        "turns_mean": 2.0,
+        "tool_calls_mean": 0.5,
+        "verifier_error_fraction": 0.25,
+        "zero_variance_group_fraction": 1.0,
+        "kept": 1.0,
+    }
     text = _status(flat)
     assert "no learning signal" in text and "verifier errors 25%" in text and "turns 2.0" in text
     assert "no learning signal" not in _status({**flat, "zero_variance_group_fraction": 0.5})
