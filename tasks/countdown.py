@@ -2,9 +2,9 @@
 
 `generate_countdown` draws the numbers, builds a random expression tree over them in exact
 rational arithmetic and keeps its value as the target, so every task is solvable and carries one
-solution. `CountdownVerifier` checks a completion's final expression with a small
-recursive-descent parser. Model output is only ever parsed here, never evaluated with
-`eval`, `exec` or `ast`, and the parser bounds its own work (tokens, nesting, literal length).
+solution. `CountdownVerifier` checks a completion's final expression with `llmenv.arith`, the
+safe evaluator the calculator tool shares: model output is parsed and walked, never executed
+with `eval` or `exec`, and the evaluator bounds its work (length, nesting, literal size).
 """
 
 from __future__ import annotations
@@ -15,16 +15,14 @@ from fractions import Fraction
 
 import numpy as np
 
+from llmenv.arith import ExpressionError, Grammar, evaluate
 from llmenv.errors import TaskConfigError
 from llmenv.types import Task, Verdict
 from llmenv.verifiers.format import boxed_contents
 
-__all__ = ["generate_countdown", "parse_expression", "CountdownVerifier"]
+__all__ = ["COUNTDOWN_GRAMMAR", "generate_countdown", "parse_expression", "CountdownVerifier"]
 
 _OPS = "+-*/"
-MAX_TOKENS = 200
-MAX_DEPTH = 64
-MAX_LITERAL_DIGITS = 18
 MAX_ATTEMPTS = 10_000
 
 
@@ -60,7 +58,11 @@ def _random_expression(rng: np.random.Generator, numbers: list[int], ops: str) -
 
 
 def generate_countdown(
-    rng: np.random.Generator, *, count: int = 4, max_number: int = 100, ops: str = "+-*/",
+    rng: np.random.Generator,
+    *,
+    count: int = 4,
+    max_number: int = 100,
+    ops: str = "+-*/",
     max_target: int = 1000,
 ) -> Task:
     """Draw one Countdown task: `count` numbers in 1..max_number and a reachable target in 1..max_target.
@@ -70,8 +72,11 @@ def generate_countdown(
     """
     if not isinstance(rng, np.random.Generator):
         raise TaskConfigError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    for label, value, low, high in (("count", count, 2, 6), ("max_number", max_number, 1, 10**6),
-                                    ("max_target", max_target, 1, 10**9)):
+    for label, value, low, high in (
+        ("count", count, 2, 6),
+        ("max_number", max_number, 1, 10**6),
+        ("max_target", max_target, 1, 10**9),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
             raise TaskConfigError(f"{label} must be an int in {low}..{high}, got {value!r}")
     if not isinstance(ops, str) or not ops or set(ops) - set(_OPS) or len(set(ops)) != len(ops):
@@ -96,115 +101,26 @@ def generate_countdown(
     return Task(prompt=prompt, answer=str(target), meta=meta)
 
 
-_SPACE = re.compile(r"\s*")
-_TOKEN = re.compile(r"([0-9]+)|(\\times|\\div|\\cdot|[-+*/()×÷·−])")  # ASCII digits only: no "٣"
-_OP_NAMES = {"\\times": "*", "×": "*", "·": "*", "\\cdot": "*", "\\div": "/", "÷": "/", "−": "-"}
-
-
-def _tokenize(text: str) -> list[str]:
-    """Split into integer literals, operators (normalised to + - * /) and parentheses; bounded work."""
-    tokens: list[str] = []
-    pos, end = 0, len(text.rstrip())
-    while pos < end:
-        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # r"\s*" always matches
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            raise ValueError(f"unexpected character {text[pos]!r} at position {pos}")
-        if len(tokens) >= MAX_TOKENS:
-            raise ValueError(f"expression too long: more than {MAX_TOKENS} tokens")
-        digits, op = match.groups()
-        if digits is not None and len(digits) > MAX_LITERAL_DIGITS:
-            raise ValueError(f"number literal too long: {len(digits)} digits > {MAX_LITERAL_DIGITS}")
-        tokens.append(digits if digits is not None else _OP_NAMES.get(op, op))
-        pos = match.end()
-    return tokens
-
-
-class _Parser:
-    """expr := term (('+'|'-') term)* ; term := unary (('*'|'/') unary)* ;
-    unary := '-'* atom ; atom := INT | '(' expr ')'"""
-
-    def __init__(self, tokens: list[str]) -> None:
-        self.tokens, self.pos, self.depth = tokens, 0, 0
-        self.literals: list[int] = []
-
-    def peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def take(self) -> str:
-        token = self.tokens[self.pos]
-        self.pos += 1
-        return token
-
-    def expr(self) -> Fraction:
-        value = self.term()
-        while self.peek() in ("+", "-"):
-            if self.take() == "+":
-                value += self.term()
-            else:
-                value -= self.term()
-        return value
-
-    def term(self) -> Fraction:
-        value = self.unary()
-        while self.peek() in ("*", "/"):
-            if self.take() == "*":
-                value *= self.unary()
-            elif (divisor := self.unary()) == 0:
-                raise ValueError("division by zero")
-            else:
-                value /= divisor
-        return value
-
-    def unary(self) -> Fraction:
-        negate = False
-        while self.peek() == "-":
-            self.take()
-            negate = not negate
-        value = self.atom()
-        return -value if negate else value
-
-    def atom(self) -> Fraction:
-        token = self.peek()
-        if token is None:
-            raise ValueError("unexpected end of expression")
-        self.take()
-        if token.isdigit():
-            self.literals.append(int(token))
-            return Fraction(int(token))
-        if token != "(":
-            raise ValueError(f"unexpected {token!r} at token {self.pos}")
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise ValueError(f"parentheses nested deeper than {MAX_DEPTH} levels")
-        value = self.expr()
-        if self.peek() != ")":
-            raise ValueError("unbalanced parentheses: missing ')'")
-        self.take()
-        self.depth -= 1
-        return value
+COUNTDOWN_GRAMMAR = Grammar(max_chars=1000, max_depth=64, max_literal_digits=18)
+"""What a countdown answer may contain: whole numbers, + - * /, unary minus and parentheses."""
+_SPELLED_OPERATORS = re.compile(r"\\times|\\div|\\cdot|[×÷·−]")
+_ASCII_OPERATOR = {"\\times": "*", "×": "*", "·": "*", "\\cdot": "*", "\\div": "/", "÷": "/", "−": "-"}
 
 
 def parse_expression(text: str) -> tuple[Fraction, list[int]]:
     """The exact value of an arithmetic expression and the integer literals it uses, in order.
 
-    Accepts integers, + - * / (also × ÷ · − and LaTeX `\\times` `\\div` `\\cdot`), parentheses
-    and unary minus; raises ValueError on anything else, on division by zero, and beyond
-    200 tokens or 64 levels of parentheses.
+    Accepts whole numbers, + - * / (also × ÷ · − and LaTeX `\\times` `\\div` `\\cdot`), parentheses
+    and unary minus, evaluated by `llmenv.arith`; raises `ExpressionError` (a ValueError) on anything
+    else, on division by zero, and beyond 1000 characters, 64 levels of parentheses or 18-digit numbers.
 
     >>> parse_expression("(19 + 36) \\\\times 7 ÷ 5")
     (Fraction(77, 1), [19, 36, 7, 5])
     """
-    tokens = _tokenize(text)
-    if not tokens:
-        raise ValueError("empty expression")
-    parser = _Parser(tokens)
-    value = parser.expr()
-    if parser.pos < len(tokens):
-        token = tokens[parser.pos]
-        problem = "unbalanced parentheses: unexpected ')'" if token == ")" else f"unexpected {token!r}"
-        raise ValueError(f"{problem} at token {parser.pos + 1}")
-    return value, parser.literals
+    # Padded to the spelling's length, so positions in error messages stay those of `text`.
+    ascii_text = _SPELLED_OPERATORS.sub(lambda op: _ASCII_OPERATOR[op.group()].ljust(len(op.group())), text)
+    evaluation = evaluate(ascii_text, COUNTDOWN_GRAMMAR)
+    return Fraction(evaluation.value), [int(literal) for literal in evaluation.literals]
 
 
 _EXPRESSION_CHARS = re.compile(r"[0-9\s()+\-*/×÷·−]+")  # one class, no backtracking: linear on any line
@@ -234,14 +150,12 @@ class CountdownVerifier:
     expression was found and parsed; it is logged, not added to the reward.
     """
 
-    time_bounded = True  # linear scan plus a parser capped at 200 tokens
+    time_bounded = True  # a linear scan plus an evaluator capped at 1000 characters
 
     def __call__(self, completion: str, task: Task) -> Verdict:
         """Score `completion` against `task.meta["numbers"]` and `task.meta["target"]`."""
         if "numbers" not in task.meta or "target" not in task.meta:
-            raise ValueError(
-                f"CountdownVerifier needs task.meta['numbers'] and ['target'], got keys {list(task.meta)}"
-            )
+            raise ValueError(f"CountdownVerifier needs task.meta['numbers'] and ['target'], got keys {list(task.meta)}")
         numbers, target = [int(n) for n in task.meta["numbers"]], int(task.meta["target"])
         expression, source = _find_expression(completion)
         details: dict[str, object] = {"expression": expression, "source": source}
@@ -249,7 +163,7 @@ class CountdownVerifier:
             return self._verdict(0.0, 0.0, details, "no \\boxed{} expression and no line that looks like one")
         try:
             value, used = parse_expression(expression)
-        except ValueError as exc:
+        except ExpressionError as exc:
             return self._verdict(0.0, 0.0, details, f"parse error: {exc}")
         details["value"] = str(value)
         if Counter(used) != Counter(numbers):
@@ -262,5 +176,6 @@ class CountdownVerifier:
     def _verdict(correct: float, found: float, details: dict[str, object], reason: str | None) -> Verdict:
         if reason is not None:
             details["reason"] = reason
-        return Verdict(reward=correct, passed=correct == 1.0, parts={"correct": correct, "format": found},
-                       details=details)
+        return Verdict(
+            reward=correct, passed=correct == 1.0, parts={"correct": correct, "format": found}, details=details
+        )

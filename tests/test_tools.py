@@ -32,22 +32,47 @@ def test_python_tool_has_a_schema():
     assert tool_schema(calculator)["function"]["parameters"]["properties"]["expression"]["type"] == "string"
 
 
-@pytest.mark.parametrize(("expression", "expected"), [
-    ("1 + 2 * 3", "7"), ("(1.5 + 2) * 3 ** 2", "31.5"), ("0.1 + 0.2", "0.3"), ("1 / 3", "0.3333333333333333"),
-    ("-2 ** 2", "-4"), ("2 ** -1", "0.5"), ("2 ** 3 ** 2", "512"), ("2 ** 0.5", "1.4142135623730951"),
-    ("10 / 4 * 2", "5"), ("-(-3)", "3"), (".5 * 4", "2"), ("1e3 + 1", "1001"), ("((((7))))", "7"),
-    ("123456789 * 987654321", "121932631112635269"),
-])
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("1 + 2 * 3", "7"),
+        ("(1.5 + 2) * 3 ** 2", "31.5"),
+        ("0.1 + 0.2", "0.3"),
+        ("1 / 3", "0.3333333333333333"),
+        ("-2 ** 2", "-4"),
+        ("2 ** -1", "0.5"),
+        ("2 ** 3 ** 2", "512"),
+        ("2 ** 0.5", "1.4142135623730951"),
+        ("10 / 4 * 2", "5"),
+        ("-(-3)", "3"),
+        (".5 * 4", "2"),
+        ("1e3 + 1", "1001"),
+        ("((((7))))", "7"),
+        ("123456789 * 987654321", "121932631112635269"),
+        ("2 ^ 3 * 2", "16"),
+        ("+4 / 8", "0.5"),
+        ("2 ** 0.5 ** 2", "1.189207115002721"),
+        ("(2 ** 0.5) ** 2", "2.0000000000000004"),
+        ("10 ** 20 / 3", "3.333333333333333e+19"),
+        ("10 ** 400 / 3", "10" + "0" * 399 + "/3"),
+    ],
+)
 def test_calculator_evaluates(expression, expected):
     assert calculator(expression) == expected
 
 
-@pytest.mark.parametrize(("expression", "message"), [
-    ("1 / 0", "division by zero"), ("", "empty"), ("2 +", "ends where a number"), ("(1 + 2", "missing ')'"),
-    ("1 + 2)", "unbalanced ')'"), ("__import__('os')", "unexpected character '_'"), ("2 ** 100000", "digits"),
-    ("(-8) ** (1 / 3)", "not a real number"), ("(" * 200 + "1" + ")" * 200, "nested"), ("1" * 2000, "longer than"),
-    ("3 4", "unexpected '4'"),
-])
-def test_calculator_errors_are_clear_strings(expression, message):
-    result = calculator(expression)
-    assert result.startswith("Error: ") and message in result, result
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("1 / 0", "division by zero"),
+        ("2 +", "the expression ends where a number or '(' was expected"),
+        ("(1 + 2", "'(' was never closed at position 0"),
+        ("3 4", "unexpected '4' at position 2"),
+        ("9 ** 9 ** 9", "the result would have more than 1000 digits"),
+        ("abs(-2)", "unexpected character 'a' at position 0; use numbers, + - * / ** and parentheses"),
+    ],
+)
+def test_calculator_errors_are_strings_for_the_model(expression, expected):
+    """What the evaluator refuses comes back as the tool's result; the hostile inputs are in tests/test_arith.py."""
+    assert calculator(expression) == f"Error: {expected}"
+    assert calculator(12) == "Error: expression must be a string, got int"  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
-"""Tests of llmenv.tasks.countdown: solvable, deterministic generation; a parser that never evaluates
-model output and bounds its work; a verifier that checks both the numbers used and the value."""
+"""Tests of llmenv.tasks.countdown: solvable, deterministic generation; the countdown grammar of the
+shared evaluator (llmenv.arith, whose hostile inputs tests/test_arith.py covers); a verifier that checks
+both the numbers used and the value and stays bounded on hostile completions."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from llmenv.arith import ExpressionError
 from llmenv.errors import TaskConfigError
 from llmenv.tasks import countdown
 from llmenv.tasks.countdown import CountdownVerifier, generate_countdown, parse_expression
 from llmenv.types import Task
 from llmenv.verifiers.base import call_verifier, check_verifier
 
-TASK = Task(
-    prompt="q", answer="65", meta={"numbers": [19, 36, 55, 7], "target": 65, "solution": "19 + 36 + 55 / 7"}
-)
+TASK = Task(prompt="q", answer="65", meta={"numbers": [19, 36, 55, 7], "target": 65, "solution": "19 + 36 + 55 / 7"})
 VERIFY = CountdownVerifier()
+HANG_S = 10.0
+"""Wall-clock bound of the hostile-completion check: it takes about 0.2 s, so this only catches a hang
+(quadratic or worse work on megabyte completions), it claims no speed."""
 
 
 # --------------------------------------------------------------------------- generation
@@ -125,40 +128,31 @@ def test_parse_expression_values_and_literals(text, value, used):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("__import__('os').system('x')", "unexpected character '_' at position 0"),
-        ("2 ** 3", "unexpected '\\*' at token 3"),
-        ("1 + x", "unexpected character 'x' at position 4"),
-        ("1.5 + 2", "unexpected character '.' at position 1"),
-        ("٣ + 1", "unexpected character '٣'"),
-        ("(1 + 2", "unbalanced parentheses: missing '\\)'"),
-        ("1 + 2)", "unbalanced parentheses: unexpected '\\)' at token 4"),
-        ("2 (3)", "unexpected '\\(' at token 2"),
-        ("4 / (2 - 2)", "division by zero"),
-        ("1 +", "unexpected end of expression"),
-        ("+1", "unexpected '\\+'"),
-        ("", "empty expression"),
+        ("2 ** 3", r"the operator \*\* is not allowed; use whole numbers, \+ - \* / and parentheses"),
+        ("2 ^ 3", r"the operator \^ is not allowed"),
+        ("+1", r"the operator unary \+ is not allowed"),
+        ("1.5 + 2", "only whole numbers are allowed, got '1.5'"),
+        ("1 + x", "unexpected character 'x' at position 4; use whole numbers, \\+ - \\* / and parentheses"),
+        ("٣ + 1", "unexpected character '٣' at position 0"),
+        ("(1 \\times 2", r"'\(' was never closed at position 0"),
+        ("1 \\times 2)", r"unmatched '\)' at position 10"),  # positions count the LaTeX spelling
+        ("4 ÷ (2 − 2)", "division by zero"),
         ("(" * 65 + "1" + ")" * 65, "parentheses nested deeper than 64 levels"),
-        ("1" + " + 1" * 100, "expression too long: more than 200 tokens"),
+        ("1" + " + 1" * 250, "the expression is longer than 1000 characters"),
         ("9" * 19, "number literal too long: 19 digits > 18"),
     ],
 )
-def test_parse_expression_rejects_everything_else(text, message):
-    with pytest.raises(ValueError, match=message):
+def test_parse_expression_refuses_what_countdown_does_not_allow(text, message):
+    """Countdown's grammar; hostile inputs of every kind are tested once, in tests/test_arith.py."""
+    with pytest.raises(ExpressionError, match=message):
         parse_expression(text)
 
 
 def test_parser_limits_are_exact():
     assert parse_expression("(" * 64 + "1" + ")" * 64) == (1, [1])
-    assert parse_expression("1" + " + 1" * 99)[0] == 100  # 199 tokens
+    assert parse_expression("1" + " + 1" * 249)[0] == 250  # 997 characters
     assert parse_expression("9" * 18)[0] == 10**18 - 1
-
-
-def test_parser_bounds_time_on_huge_input():
-    started = time.perf_counter()
-    for text in ["(" * 1_000_000, "1+" * 500_000, " " * 1_000_000 + "x", "9" * 1_000_000]:
-        with pytest.raises(ValueError):
-            parse_expression(text)
-    assert time.perf_counter() - started < 1.0
+    assert parse_expression("07 + 0") == (7, [7, 0])  # a leading zero is read as people mean it
 
 
 # --------------------------------------------------------------------------- verifier
@@ -200,7 +194,11 @@ def test_verifier_accepts_correct_expressions(completion, task, source):
         (r"\boxed{55 + 36 - 19 + 7}", 1.0, "value 79 != target 65"),
         (r"\boxed{(55 + 36) / 19 - 7}", 1.0, "value -42/19 != target 65"),
         (r"\boxed{65}", 1.0, "used [65] but must use [19, 36, 55, 7] exactly once"),
-        (r"\boxed{__import__('os').system('x')}", 0.0, "parse error: unexpected character '_' at position 0"),
+        (
+            r"\boxed{__import__('os').system('x')}",
+            0.0,
+            "parse error: unexpected character '_' at position 0; use whole numbers, + - * / and parentheses",
+        ),
         (r"\boxed{55 + 36 - 19 - 7", 0.0, "no \\boxed{} expression and no line that looks like one"),
         ("The answer is sixty-five.", 0.0, "no \\boxed{} expression and no line that looks like one"),
         ("65", 0.0, "no \\boxed{} expression and no line that looks like one"),
@@ -235,7 +233,7 @@ def test_hostile_completions_are_bounded_in_time():
     ]:
         verdict = VERIFY(completion, TASK)
         assert verdict.reward == 0.0 and verdict.details["reason"]
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < HANG_S
 
 
 def test_check_verifier_contract():
