@@ -129,9 +129,7 @@ def output_cache(output: Any) -> Any:
     return getattr(output, "cache", None) or getattr(output, "past_key_values", None)
 
 
-def shared_prefix_cache(
-    module: Any, prefix_ids: torch.Tensor, rows: int, **kwargs: Any
-) -> tuple[Any, Any] | None:
+def shared_prefix_cache(module: Any, prefix_ids: torch.Tensor, rows: int, **kwargs: Any) -> tuple[Any, Any] | None:
     """Run a (1, P) prefix through `module` once; return (its output, its KV cache expanded to `rows` rows).
 
     None when the model's cache does not keep per-layer key/value tensors this can expand.

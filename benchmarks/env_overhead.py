@@ -7,8 +7,9 @@ Every row runs warm in this one process: one policy completion of about 30 token
 plus `\\boxed{42}` plus EOS) is encoded once beforehand, then each episode is `reset(seed=i)` and
 one `step` with that completion. For each row the episode count N is calibrated so a repetition
 takes about `--target-s` seconds; repetitions run round-robin across rows (so drifts in a shared
-machine's load fall on all rows alike) and the table reports the median (and min) over `--reps`. llmenv takes token ids and decodes them itself, and its `reset` returns prompt token
-ids (chat template applied). skyrl-gym and gem take text actions and return text prompts, so
+machine's load fall on all rows alike) and the table reports the median (and min) over `--reps`.
+llmenv takes token ids and decodes them itself, and its `reset` returns prompt token ids (chat
+template applied). skyrl-gym and gem take text actions and return text prompts, so
 each of them is reported three ways: "text in" (the library alone), "+ decode" (plus decoding the
 same token ids, with the same fast tokenizer backend call llmenv uses), and "+ decode + prompt
 ids" (plus `apply_chat_template(..., tokenize=True)` of the prompt, which is what a trainer on
@@ -255,8 +256,10 @@ def gem_runners(tok, action_ids) -> dict[str, Runner]:
 
     class _Note:  # reported after the timings, once the count is known
         def __str__(self) -> str:
-            return (f"gem rg:basic_arithmetic: {failures['count']} reset(s) raised {failures['error']} inside "
-                    f"reasoning-gym (a bug of its generator for some seeds); each was redrawn with another seed")
+            return (
+                f"gem rg:basic_arithmetic: {failures['count']} reset(s) raised {failures['error']} inside "
+                f"reasoning-gym (a bug of its generator for some seeds); each was redrawn with another seed"
+            )
 
     GEM_NOTES.append(_Note())
     return runners
@@ -267,8 +270,18 @@ def gem_runners(tok, action_ids) -> dict[str, Runner]:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("llmenv", "gymnasium", "skyrl-gym", "gem-llm", "reasoning-gym", "transformers", "tokenizers",
-                 "numpy", "math-verify", "sympy"):
+    for dist in (
+        "llmenv",
+        "gymnasium",
+        "skyrl-gym",
+        "gem-llm",
+        "reasoning-gym",
+        "transformers",
+        "tokenizers",
+        "numpy",
+        "math-verify",
+        "sympy",
+    ):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -278,8 +291,13 @@ def versions() -> dict[str, str]:
 
         import llmenv  # noqa: PLC0415
 
-        head = subprocess.run(["git", "-C", os.path.dirname(os.path.dirname(llmenv.__file__)), "rev-parse",
-                               "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+        head = subprocess.run(
+            ["git", "-C", os.path.dirname(os.path.dirname(llmenv.__file__)), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         if head.returncode == 0:
             out["llmenv"] += f" (checkout at {head.stdout.strip()}, plus any uncommitted changes)"
     except Exception:  # noqa: BLE001, S110 - the version line is informative only
@@ -289,8 +307,10 @@ def versions() -> dict[str, str]:
 
 def print_table(rows: list[Row]) -> None:
     base = next((r.median_us for r in rows if r.library == "llmenv" and r.median_us is not None), None)
-    header = (f"| {'library':<9} | {'task':<54} | {'µs/episode median':>17} | {'min':>8} | "
-              f"{'episodes/s':>10} | {'ratio vs llmenv':>15} |")
+    header = (
+        f"| {'library':<9} | {'task':<54} | {'µs/episode median':>17} | {'min':>8} | "
+        f"{'episodes/s':>10} | {'ratio vs llmenv':>15} |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in rows:
@@ -345,24 +365,34 @@ def breakdown(tok, action_ids) -> None:
     rng = np.random.default_rng(0)
     counter = iter(range(10**9))
     pieces: list[tuple[str, Callable[[], object]]] = [
-        ("whole episode: reset(seed=i) + step(ids), trivial verifier",
-         lambda: (env.reset(seed=next(counter)), env.step(action_ids))),
+        (
+            "whole episode: reset(seed=i) + step(ids), trivial verifier",
+            lambda: (env.reset(seed=next(counter)), env.step(action_ids)),
+        ),
         ("reset(seed=i)", lambda: env.reset(seed=next(counter))),
         ("  gymnasium seeding.np_random(seed) (Env.reset(seed=))", lambda: seeding.np_random(next(counter))),
         ("  task generation: source.sample(rng) (generate_arith)", lambda: env.source.sample(rng)),
         ("  chat template: codec.render(messages) (cached fragments)", lambda: env.codec.render(messages)),
         (f"  prompt encode: codec.encode_text(text) ({len(text)} chars)", lambda: env.codec.encode_text(text)),
-        ("    ... of the constant system+header prefix only",
-         lambda: env.codec.encode_text(text[: text.index(task.prompt if isinstance(task.prompt, str) else "\0")])),
+        (
+            "    ... of the constant system+header prefix only",
+            lambda: env.codec.encode_text(text[: text.index(task.prompt if isinstance(task.prompt, str) else "\0")]),
+        ),
         ("    ... of the user content only", lambda: env.codec.encode_text(task.prompt)),
-        ("  (for comparison) tokenizer.apply_chat_template(tokenize=True)",
-         lambda: tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)),
+        (
+            "  (for comparison) tokenizer.apply_chat_template(tokenize=True)",
+            lambda: tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True),
+        ),
         ("step(ids) with trivial verifier (after a reset each time)", None),
-        ("  validate_action(ids)", lambda: __import__("llmenv.env", fromlist=["x"]).validate_action(
-            action_ids, env.codec.vocab_size)),
+        (
+            "  validate_action(ids)",
+            lambda: __import__("llmenv.env", fromlist=["x"]).validate_action(action_ids, env.codec.vocab_size),
+        ),
         (f"  decode {len(action_ids)} ids: codec.decode(ids)", lambda: env.codec.decode(action_ids)),
-        ("  trivial verifier through call_verifier (deadline armed)",
-         lambda: __import__("llmenv.verifiers.base", fromlist=["x"]).call_verifier(trivial, completion, task)),
+        (
+            "  trivial verifier through call_verifier (deadline armed)",
+            lambda: __import__("llmenv.verifiers.base", fromlist=["x"]).call_verifier(trivial, completion, task),
+        ),
         ("  default MathVerifier(completion, task), direct", lambda: default.verifier(completion, task)),
     ]
     print("\n### llmenv arith-v0: direct timings of the pieces (µs per call, median of 5 batches)\n")
@@ -405,16 +435,19 @@ def main() -> None:
     parser.add_argument("--target-s", type=float, default=None, help="seconds per repetition (default 1.0, quick 0.25)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the llmenv rows")
     parser.add_argument("--profile-top", type=int, default=25)
-    parser.add_argument("--libraries", default="llmenv,skyrl-gym,gem",
-                        help="comma-separated subset of llmenv,skyrl-gym,gem to measure")
+    parser.add_argument(
+        "--libraries", default="llmenv,skyrl-gym,gem", help="comma-separated subset of llmenv,skyrl-gym,gem to measure"
+    )
     args = parser.parse_args()
     reps = args.reps or (3 if args.quick else 9)
     target_s = args.target_s or (0.25 if args.quick else 1.0)
 
     t0 = time.perf_counter()
     tok, how = load_tokenizer(args.tokenizer)
-    print(f"tokenizer: {args.tokenizer} via {how} ({type(tok).__name__}, vocab {len(tok)}), "
-          f"loaded in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"tokenizer: {args.tokenizer} via {how} ({type(tok).__name__}, vocab {len(tok)}), "
+        f"loaded in {time.perf_counter() - t0:.1f}s"
+    )
     ids = list(tok.encode(COMPLETION, add_special_tokens=False))
     if tok.eos_token_id is not None:
         ids.append(int(tok.eos_token_id))
@@ -423,8 +456,10 @@ def main() -> None:
     action_ids = np.asarray(ids, dtype=np.int64)  # what a sampler hands back
     action_list = ids  # text-in libraries get a plain list to decode (no numpy conversion charged to them)
     print(f"completion: {len(ids)} tokens (EOS included): {COMPLETION!r}")
-    print(f"repetitions: {reps} x ~{target_s}s per row; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{platform.platform()}")
+    print(
+        f"repetitions: {reps} x ~{target_s}s per row; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.platform()}"
+    )
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     print()
 

@@ -357,8 +357,15 @@ def run_worker(which: str, spec_path: str, workdir: str, tag: str, rnd: int) -> 
         tail = Path(log_path).read_text()[-4000:]
         return {"which": which, "round": rnd, "error": f"exit {rc}", "log_tail": tail, "wall_s": ended - started}
     result = json.loads(Path(result_path).read_text())
-    result.update(which=which, round=rnd, started=started, ended=ended, wall_s=ended - started, load_before=load_before,
-                  load_after=os.getloadavg()[0])
+    result.update(
+        which=which,
+        round=rnd,
+        started=started,
+        ended=ended,
+        wall_s=ended - started,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+    )
     return result
 
 
@@ -411,9 +418,15 @@ def print_report(spec: dict, results: list[dict]) -> None:
 
     def name(r: dict) -> str:
         return names[r["which"]] + (f" #{r['round']}" if rounds > 1 else "")
+
     print("\n### per step (inside each process)\n")
-    print("| run | step | step s | generation s | update s | completion tokens | cut | gen tok/s | update tok/s | reward | loss |")
-    print("|-----|------|--------|--------------|----------|-------------------|-----|-----------|--------------|--------|------|")
+    print(
+        "| run | step | step s | generation s | update s | completion tokens | cut | gen tok/s | update tok/s "
+        "| reward | loss |"
+    )
+    print(
+        "|-----|------|--------|--------------|----------|-------------------|-----|-----------|--------------|--------|------|"
+    )
     for r in ok:
         for k, s in enumerate(r["steps"]):
             print(
@@ -459,15 +472,19 @@ def print_report(spec: dict, results: list[dict]) -> None:
             print(f"  {label:<52} {ratio:5.2f}x")
     trl = [r for r in ok if r["which"] == "trl"]
     if trl:
-        print(f"\nTRL model dtype {trl[0]['model_dtype']}, gradient checkpointing {trl[0]['gradient_checkpointing']}, "
-              f"{trl[0]['loss']}, torch threads {trl[0]['threads']}")
+        print(
+            f"\nTRL model dtype {trl[0]['model_dtype']}, gradient checkpointing {trl[0]['gradient_checkpointing']}, "
+            f"{trl[0]['loss']}, torch threads {trl[0]['threads']}"
+        )
     ours = [r for r in ok if r["which"] == "ours"]
     if ours:
         same = ours[0]["prompts_seen"] == [t["prompt"] for t in spec["tasks"]]
         print(f"llmenv: {ours[0]['loss']}, torch threads {ours[0]['threads']}; prompts drawn == TRL dataset: {same}")
         print("llmenv timings: " + ", ".join(f"{k} {v:.2f}" for k, v in ours[0]["timings"].items()))
-    print("load average (1 min) before/after each run: "
-          + ", ".join(f"{name(r)} {r['load_before']:.2f}/{r['load_after']:.2f}" for r in ok))
+    print(
+        "load average (1 min) before/after each run: "
+        + ", ".join(f"{name(r)} {r['load_before']:.2f}/{r['load_after']:.2f}" for r in ok)
+    )
 
 
 def main() -> None:
@@ -480,10 +497,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--order", default="ours,trl", help="which processes run, in order (ours,trl)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat this many times, reversing the order every other round (ratios use medians)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch/OpenMP threads in both processes (0 = torch's default)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat this many times, reversing the order every other round (ratios use medians)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch/OpenMP threads in both processes (0 = torch's default)"
+    )
     parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -501,14 +523,20 @@ def main() -> None:
         os.environ.setdefault(key, value)
     spec = job_spec(args)
     print(f"model: {spec['model_dir']} (fp32, CPU)")
-    print(f"job: {args.steps} steps x {args.prompts} prompt x {args.generations} generations, "
-          f"<= {args.max_new_tokens} new tokens, temperature 1.0, lr {args.lr}, beta 0, seed {args.seed}")
-    print("loss selected: DAPO token mean + clip-higher: TRL loss_type='dapo', epsilon=0.2, epsilon_high=0.28, "
-          "scale_rewards='group' | llmenv loss_aggregation='token_mean', clip_low=0.2, clip_high=0.28, advantage='std'")
+    print(
+        f"job: {args.steps} steps x {args.prompts} prompt x {args.generations} generations, "
+        f"<= {args.max_new_tokens} new tokens, temperature 1.0, lr {args.lr}, beta 0, seed {args.seed}"
+    )
+    print(
+        "loss selected: DAPO token mean + clip-higher: TRL loss_type='dapo', epsilon=0.2, epsilon_high=0.28, "
+        "scale_rewards='group' | llmenv loss_aggregation='token_mean', clip_low=0.2, clip_high=0.28, advantage='std'"
+    )
     for i, t in enumerate(spec["tasks"]):
         print(f"  prompt {i + 1}: {t['prompt']!r} -> {t['answer']} ({t['prompt_tokens']} prompt tokens)")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     order = [w.strip() for w in args.order.split(",") if w.strip()]
     results = []
@@ -520,8 +548,11 @@ def main() -> None:
                 print(f"running {which} (round {rnd + 1}/{args.rounds}) ...", flush=True)
                 r = run_worker(which, spec_path, workdir, f"{which}-{rnd}", rnd + 1)
                 results.append(r)
-                print(f"  {which}: {r['wall_s']:.1f} s whole process" + (f"  FAILED {r['error']}" if "error" in r else ""),
-                      flush=True)
+                print(
+                    f"  {which}: {r['wall_s']:.1f} s whole process"
+                    + (f"  FAILED {r['error']}" if "error" in r else ""),
+                    flush=True,
+                )
     print_report(spec, results)
 
 

@@ -204,8 +204,7 @@ def report(title: str, cases: list[Case], repeats: int) -> None:
             _, g, p, e = cases[i]
             print(f"| `{g}` | `{p}` | {e} | {ours_got[i]} | {theirs_got[i]} |")
     print(
-        f"\nthroughput: ours {ours_rate:,.0f}/s, math-verify {theirs_rate:,.0f}/s, "
-        f"ratio {ours_rate / theirs_rate:.1f}x"
+        f"\nthroughput: ours {ours_rate:,.0f}/s, math-verify {theirs_rate:,.0f}/s, ratio {ours_rate / theirs_rate:.1f}x"
     )
 
 
@@ -217,8 +216,7 @@ def known_failures() -> None:
         ("1, 2, \\ldots, n", "1, 3, 5, \\ldots, 2n-1", False),
     ]
     print(
-        "\n## math-verify's known failures\n\n"
-        "| gold | pred | expected | ours | math-verify $..$ | math-verify bare |"
+        "\n## math-verify's known failures\n\n| gold | pred | expected | ours | math-verify $..$ | math-verify bare |"
     )
     print("|---|---|---|---|---|---|")
     for g, p, e in cases:

@@ -154,15 +154,29 @@ def verifiers_tool_runners(tok) -> dict[str, Runner]:
     from openai.types.chat import ChatCompletion  # noqa: PLC0415
 
     def canned(cid: str, finish: str, message: dict, usage: tuple[int, int]) -> ChatCompletion:
-        return ChatCompletion.model_validate({
-            "id": cid, "object": "chat.completion", "created": 0, "model": "stub",
-            "choices": [{"index": 0, "finish_reason": finish, "message": message}],
-            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
-        })
+        return ChatCompletion.model_validate(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": 0,
+                "model": "stub",
+                "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+                "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
+            }
+        )
 
-    call = canned("c1", "tool_calls", {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 19, "b": 23}'}}]},
-        (200, 33))
+    call = canned(
+        "c1",
+        "tool_calls",
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 19, "b": 23}'}}
+            ],
+        },
+        (200, 33),
+    )
     answer = canned("c2", "stop", {"role": "assistant", "content": ANSWER_TEXT}, (240, 21))
 
     class Completions:
@@ -235,7 +249,7 @@ def consuming(batches: list, body: Callable[[object], None]) -> Runner:
         if start + n > len(batches):
             raise RuntimeError(f"only {len(batches) - start} prepared batches left, {n} asked")
         cursor["at"] = start + n
-        for batch in batches[start:start + n]:
+        for batch in batches[start : start + n]:
             body(batch)
 
     return run
@@ -250,16 +264,19 @@ def answer_text(slot: int, answer: str, slow: bool = True) -> str:
     head = "Let me compute it step by step. The answer is "
     if not slow and slot % 8 >= 6:  # the fast-path-only variant: a plain right and a plain wrong answer instead
         return head + (f"\\boxed{{{v}}}." if slot % 8 == 6 else f"\\boxed{{{v - 1}}}.")
-    return head + [
-        f"\\boxed{{{v}}}.",  # right, plain
-        f"\\boxed{{{v}}}.",  # right, plain
-        f"\\boxed{{{v + 1}}}.",  # wrong, plain
-        f"{v}.",  # no \boxed (llmenv reads "The answer is"; gem's grader finds nothing)
-        f"\\boxed{{\\frac{{{2 * v}}}{{2}}}}.",  # right, LaTeX fraction (llmenv: in-process fast path)
-        f"\\boxed{{\\frac{{{2 * v + 1}}}{{2}}}}.",  # wrong, LaTeX fraction
-        f"\\boxed{{{v - 1} + 1}}.",  # right, needs a symbolic evaluation (llmenv: sympy slow path)
-        f"\\boxed{{\\sqrt{{{v * v + 1}}}}}.",  # wrong, sympy slow path
-    ][slot % 8]
+    return (
+        head
+        + [
+            f"\\boxed{{{v}}}.",  # right, plain
+            f"\\boxed{{{v}}}.",  # right, plain
+            f"\\boxed{{{v + 1}}}.",  # wrong, plain
+            f"{v}.",  # no \boxed (llmenv reads "The answer is"; gem's grader finds nothing)
+            f"\\boxed{{\\frac{{{2 * v}}}{{2}}}}.",  # right, LaTeX fraction (llmenv: in-process fast path)
+            f"\\boxed{{\\frac{{{2 * v + 1}}}{{2}}}}.",  # wrong, LaTeX fraction
+            f"\\boxed{{{v - 1} + 1}}.",  # right, needs a symbolic evaluation (llmenv: sympy slow path)
+            f"\\boxed{{\\sqrt{{{v * v + 1}}}}}.",  # wrong, sympy slow path
+        ][slot % 8]
+    )
 
 
 def llmenv_batch_actions(tok, batches: int, slow: bool = True) -> tuple[list[int], list[list[np.ndarray]]]:
@@ -311,10 +328,10 @@ def llmenv_vector_rows(tok) -> list[Row]:
     return [
         Row("vector", "llmenv", "VectorLLMEnv(arith-v0, 64).reset + step", BATCH, vector),
         Row("vector", "llmenv", "loop over 64 llmenv.make envs (reset + step)", BATCH, loop),
-        Row("vector", "llmenv", "VectorLLMEnv, fast-path-only mix (no sympy)", BATCH,
-            lambda u: vector(u, slow=False)),
-        Row("vector", "llmenv", "loop over 64 envs, fast-path-only mix (no sympy)", BATCH,
-            lambda u: loop(u, slow=False)),
+        Row("vector", "llmenv", "VectorLLMEnv, fast-path-only mix (no sympy)", BATCH, lambda u: vector(u, slow=False)),
+        Row(
+            "vector", "llmenv", "loop over 64 envs, fast-path-only mix (no sympy)", BATCH, lambda u: loop(u, slow=False)
+        ),
     ]
 
 
@@ -373,8 +390,10 @@ def gem_vector_rows(tok, *, with_mp: bool) -> list[Row]:
     texts = [answer_text(i, e.answer) for i, e in enumerate(math_env.envs)]
     math_env.reset(seed=first)
     _, rewards, _, _, _ = math_env.step(texts)
-    GEM_NOTES.append(f"gem MathEnv check batch: {int(rewards.sum())} of {BATCH} rewarded 1 "
-                     "(llmenv rewards 40: gem's grader needs \\boxed, so slot 3 'The answer is v.' scores 0 there)")
+    GEM_NOTES.append(
+        f"gem MathEnv check batch: {int(rewards.sum())} of {BATCH} rewarded 1 "
+        "(llmenv rewards 40: gem's grader needs \\boxed, so slot 3 'The answer is v.' scores 0 there)"
+    )
     rows = math_rows("MathEnv(use_mp=False), arith tasks", math_env)
     if with_mp:
         rows += math_rows("MathEnv(use_mp=True, default)", vec_env("math:GSM8K", dataset=dataset))[:1]
@@ -384,6 +403,7 @@ def gem_vector_rows(tok, *, with_mp: bool) -> list[Row]:
     rg_env = vec_env("rg:basic_arithmetic")
     failures = {"count": 0, "error": ""}
     for sub in rg_env.envs:  # reasoning-gym 0.1.23 raises ZeroDivisionError for a few seeds; redraw
+
         def safe_reset(seed=None, _reset=sub.reset):
             for attempt in range(100):
                 try:
@@ -409,8 +429,10 @@ def gem_vector_rows(tok, *, with_mp: bool) -> list[Row]:
 
     class _Note:
         def __str__(self) -> str:
-            return (f"gem rg:basic_arithmetic: {failures['count']} sub-env reset(s) raised {failures['error']} "
-                    "inside reasoning-gym; each was redrawn with another seed")
+            return (
+                f"gem rg:basic_arithmetic: {failures['count']} sub-env reset(s) raised {failures['error']} "
+                "inside reasoning-gym; each was redrawn with another seed"
+            )
 
     GEM_NOTES.append(_Note())  # type: ignore[arg-type]
     rows += [
@@ -450,8 +472,21 @@ def time_once(run: Runner, units: int) -> float:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("llmenv", "verifiers", "gem-llm", "reasoning-gym", "gymnasium", "openai", "datasets",
-                 "pydantic", "transformers", "tokenizers", "numpy", "math-verify", "sympy"):
+    for dist in (
+        "llmenv",
+        "verifiers",
+        "gem-llm",
+        "reasoning-gym",
+        "gymnasium",
+        "openai",
+        "datasets",
+        "pydantic",
+        "transformers",
+        "tokenizers",
+        "numpy",
+        "math-verify",
+        "sympy",
+    ):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -461,8 +496,13 @@ def versions() -> dict[str, str]:
 
         import llmenv  # noqa: PLC0415
 
-        head = subprocess.run(["git", "-C", os.path.dirname(os.path.dirname(llmenv.__file__)), "rev-parse",
-                               "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+        head = subprocess.run(
+            ["git", "-C", os.path.dirname(os.path.dirname(llmenv.__file__)), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         if head.returncode == 0:
             out["llmenv"] += f" (checkout at {head.stdout.strip()}, plus any uncommitted changes)"
     except Exception:  # noqa: BLE001, S110
@@ -471,15 +511,19 @@ def versions() -> dict[str, str]:
 
 
 def print_tables(rows: list[Row]) -> None:
-    for part, unit, title in (("tool", "µs/episode", "two-turn tool episode"),
-                              ("vector", "µs/batch", "reset + step of 64 episodes")):
+    for part, unit, title in (
+        ("tool", "µs/episode", "two-turn tool episode"),
+        ("vector", "µs/batch", "reset + step of 64 episodes"),
+    ):
         subset = [r for r in rows if r.part == part]
         if not subset:
             continue
         base = next((r.median_us for r in subset if r.library == "llmenv" and r.median_us), None)
         print(f"\n{title}:\n")
-        header = (f"| {'library':<9} | {'what':<54} | {unit + ' median':>17} | {'min':>9} | "
-                  f"{'episodes/s':>10} | {'row / llmenv':>12} |")
+        header = (
+            f"| {'library':<9} | {'what':<54} | {unit + ' median':>17} | {'min':>9} | "
+            f"{'episodes/s':>10} | {'row / llmenv':>12} |"
+        )
         print(header)
         print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
         for r in subset:
@@ -487,8 +531,10 @@ def print_tables(rows: list[Row]) -> None:
                 print(f"| {r.library:<9} | {r.what:<54} | {'n/a':>17} | {'':>9} | {'':>10} | {'':>12} |  {r.note}")
                 continue
             ratio = f"{r.median_us / base:.2f}x" if base else "n/a"
-            print(f"| {r.library:<9} | {r.what:<54} | {r.median_us:17,.1f} | {r.min_us:9,.1f} | "
-                  f"{r.per_unit * 1e6 / r.median_us:10,.0f} | {ratio:>12} |")
+            print(
+                f"| {r.library:<9} | {r.what:<54} | {r.median_us:17,.1f} | {r.min_us:9,.1f} | "
+                f"{r.per_unit * 1e6 / r.median_us:10,.0f} | {ratio:>12} |"
+            )
 
 
 def profile_tool(tok, episodes: int, top: int) -> None:
@@ -503,7 +549,7 @@ def profile_tool(tok, episodes: int, top: int) -> None:
         pstats.Stats(profiler, stream=buffer).strip_dirs().sort_stats(key).print_stats(top)
         text = buffer.getvalue()
         print(f"\n### cProfile, llmenv ToolEnv episode, {episodes} episodes, sorted by {key} (times in s)\n")
-        print(text[text.find("   ncalls"):].rstrip())
+        print(text[text.find("   ncalls") :].rstrip())
 
 
 def main() -> None:
@@ -513,8 +559,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="repetitions per row (default 7, quick 3)")
     parser.add_argument("--target-s", type=float, default=None, help="seconds per repetition (default 1.0, quick 0.3)")
     parser.add_argument("--parts", default="tool,vector", help="comma-separated subset of tool,vector")
-    parser.add_argument("--gem-mp", action="store_true", help="also time gem MathEnv with its default use_mp=True "
-                        "(a multiprocessing.Pool(1) per env: 64 processes)")
+    parser.add_argument(
+        "--gem-mp",
+        action="store_true",
+        help="also time gem MathEnv with its default use_mp=True (a multiprocessing.Pool(1) per env: 64 processes)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile of llmenv's tool episode")
     parser.add_argument("--profile-top", type=int, default=10)
     args = parser.parse_args()
@@ -526,30 +575,41 @@ def main() -> None:
 
     t0 = time.perf_counter()
     tok = load_tokenizer(args.tokenizer)
-    print(f"tokenizer: {args.tokenizer} via llmenv.models.load_tokenizer ({type(tok).__name__}, vocab {len(tok)}), "
-          f"loaded in {time.perf_counter() - t0:.1f}s")
-    print(f"tool episode actions: call {len(encode_action(tok, CALL_TEXT))} tokens {CALL_TEXT!r}, "
-          f"answer {len(encode_action(tok, ANSWER_TEXT))} tokens {ANSWER_TEXT!r} (EOS included)")
-    print(f"repetitions: {reps} x ~{target_s}s per row; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{platform.platform()}")
+    print(
+        f"tokenizer: {args.tokenizer} via llmenv.models.load_tokenizer ({type(tok).__name__}, vocab {len(tok)}), "
+        f"loaded in {time.perf_counter() - t0:.1f}s"
+    )
+    print(
+        f"tool episode actions: call {len(encode_action(tok, CALL_TEXT))} tokens {CALL_TEXT!r}, "
+        f"answer {len(encode_action(tok, ANSWER_TEXT))} tokens {ANSWER_TEXT!r} (EOS included)"
+    )
+    print(
+        f"repetitions: {reps} x ~{target_s}s per row; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.platform()}"
+    )
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     print()
 
     rows: list[Row] = []
     builders: list[tuple[str, str, Callable[[], list[Row]]]] = []
     if "tool" in parts:
+
         def tool_rows() -> list[Row]:
             run = llmenv_tool_runner(tok)
             return [Row("tool", "llmenv", "ToolEnv reset + step(call) + step(answer)", 1, lambda u, r=run: r)]
 
         def vf_rows() -> list[Row]:
-            return [Row("tool", "verifiers", what, 1, lambda u, r=run: r)
-                    for what, run in verifiers_tool_runners(tok).items()]
+            return [
+                Row("tool", "verifiers", what, 1, lambda u, r=run: r)
+                for what, run in verifiers_tool_runners(tok).items()
+            ]
 
         builders += [("tool", "llmenv", tool_rows), ("tool", "verifiers", vf_rows)]
     if "vector" in parts:
-        builders += [("vector", "llmenv", lambda: llmenv_vector_rows(tok)),
-                     ("vector", "gem", lambda: gem_vector_rows(tok, with_mp=args.gem_mp))]
+        builders += [
+            ("vector", "llmenv", lambda: llmenv_vector_rows(tok)),
+            ("vector", "gem", lambda: gem_vector_rows(tok, with_mp=args.gem_mp)),
+        ]
 
     active: list[tuple[Row, Runner]] = []
     for part, library, build in builders:
@@ -563,16 +623,23 @@ def main() -> None:
         for row in built:
             rows.append(row)
             try:
-                calibrate(row, target_s=target_s, min_units=1000 if part == "tool" else 3,
-                          max_units=10**6 if part == "tool" else 60)
+                calibrate(
+                    row,
+                    target_s=target_s,
+                    min_units=1000 if part == "tool" else 3,
+                    max_units=10**6 if part == "tool" else 60,
+                )
                 run = row.build(row.units * (1 if part == "tool" else reps))  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001
                 row.note = f"{type(exc).__name__}: {exc}"
                 print(f"!! {library} {row.what}: failed: {row.note}", flush=True)
                 continue
             active.append((row, run))
-            print(f"  calibrated {library:<9} {row.what:<54} {row.units} {'episodes' if part == 'tool' else 'batches'}"
-                  " per repetition", flush=True)
+            print(
+                f"  calibrated {library:<9} {row.what:<54} {row.units} {'episodes' if part == 'tool' else 'batches'}"
+                " per repetition",
+                flush=True,
+            )
 
     samples: dict[int, list[float]] = {id(row): [] for row, _ in active}
     for rep in range(reps):
@@ -594,8 +661,10 @@ def main() -> None:
         print(f"note: {note}")
 
     print_tables(rows)
-    print("\nrow / llmenv = median time of the row / median of the first llmenv row of its table "
-          "(above 1: slower than llmenv).")
+    print(
+        "\nrow / llmenv = median time of the row / median of the first llmenv row of its table "
+        "(above 1: slower than llmenv)."
+    )
     print("\nevery repetition in the order run (µs per unit):")
     for row in rows:
         if row.samples:

@@ -21,14 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from llmenv.errors import LLMEnvError
+from llmenv.errors import ExpressionError
 
 __all__ = ["Evaluation", "ExpressionError", "Grammar", "evaluate"]
-
-
-class ExpressionError(LLMEnvError, ValueError):
-    """An expression `evaluate` refuses: bad syntax, something other than arithmetic, a bound exceeded,
-    or a value with no exact or real answer (division by zero, a negative number to a fractional power)."""
 
 
 Number = Fraction | float
@@ -108,7 +103,7 @@ def evaluate(text: str, grammar: Grammar) -> Evaluation:
     >>> evaluate("9 ** 9 ** 9", Grammar(power=True))
     Traceback (most recent call last):
     ...
-    llmenv.arith.ExpressionError: the result would have more than 10000 digits
+    llmenv.errors.ExpressionError: the result would have more than 10000 digits
     """
     if not isinstance(text, str):
         raise ExpressionError(f"the expression must be a string, got {type(text).__name__}")

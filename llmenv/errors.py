@@ -69,3 +69,9 @@ class ConfigError(LLMEnvError, ValueError):
 
 class CheckpointError(LLMEnvError, RuntimeError):
     """A checkpoint to resume from is missing, incomplete or does not match the model."""
+
+
+class ExpressionError(LLMEnvError, ValueError):
+    """An arithmetic expression `llmenv.arith.evaluate` refuses: bad syntax, something other than
+    arithmetic, a bound exceeded, or a value with no exact or real answer (division by zero, a
+    negative number to a fractional power)."""

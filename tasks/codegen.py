@@ -128,41 +128,93 @@ def _palindrome_like(rng: np.random.Generator) -> str:
 
 
 TEMPLATES: tuple[Template, ...] = (
-    Template(sum_even, ("sum_even", "even_total", "add_evens"), ("xs: list[int]",),
-             "returns the sum of the even elements of `xs` (0 if there are none)", lambda r: (_ints(r),)),
-    Template(count_greater, ("count_greater", "num_above", "count_over"), ("xs: list[int]", "k: int"),
-             "returns how many elements of `xs` are strictly greater than `k`",
-             lambda r: (_ints(r), int(r.integers(-10, 11)))),
-    Template(running_max, ("running_max", "prefix_maxima", "cumulative_max"), ("xs: list[int]",),
-             "returns the list whose i-th element is the largest of `xs[0..i]`", lambda r: (_ints(r),)),
-    Template(second_largest, ("second_largest", "runner_up", "second_max"), ("xs: list[int]",),
-             "returns the second largest distinct value of `xs`, or None if there are fewer than two distinct values",
-             lambda r: (_ints(r, -5, 5),)),
-    Template(reverse_words, ("reverse_words", "flip_words", "words_backwards"), ("s: str",),
-             "returns the words of `s` (separated by whitespace) in reverse order, joined by single spaces",
-             lambda r: (_sentence(r),)),
-    Template(count_vowels, ("count_vowels", "vowel_count", "num_vowels"), ("s: str",),
-             "returns how many characters of `s` are vowels (a, e, i, o, u, either case)",
-             lambda r: (_word(r, "abeiouxyzAEI ", 12),)),
-    Template(run_length, ("run_length", "rle_encode", "compress_runs"), ("s: str",),
-             "returns the run-length encoding of `s`: each maximal run of a character c of length n "
-             "becomes c followed by n (\"aaab\" -> \"a3b1\"); \"\" -> \"\"",
-             lambda r: ("".join(c * int(r.integers(1, 4)) for c in _word(r, "abc", 5)) if r.random() < 0.9 else "",)),
-    Template(is_clean_palindrome, ("is_clean_palindrome", "loose_palindrome", "reads_same"), ("s: str",),
-             "returns True if `s` reads the same forwards and backwards when only letters and digits are kept "
-             "and case is ignored, else False", lambda r: (_palindrome_like(r),)),
-    Template(digit_sum, ("digit_sum", "sum_digits", "add_digits"), ("n: int",),
-             "returns the sum of the decimal digits of `n` (the sign is ignored)",
-             lambda r: (int(r.integers(-10**6, 10**6)),)),
-    Template(gcd_all, ("gcd_all", "common_divisor", "list_gcd"), ("xs: list[int]",),
-             "returns the greatest common divisor of the non-negative integers in `xs` (0 for an empty list)",
-             lambda r: ([int(v) * int(r.integers(1, 7)) for v in r.integers(0, 30, size=int(r.integers(0, 5)))],)),
-    Template(merge_sorted, ("merge_sorted", "merge_lists", "combine_sorted"), ("a: list[int]", "b: list[int]"),
-             "returns the ascending list holding the elements of both ascending lists `a` and `b`",
-             lambda r: (sorted(_ints(r, max_len=6)), sorted(_ints(r, max_len=6)))),
-    Template(longest_increasing_run, ("longest_increasing_run", "longest_climb", "max_rising_run"), ("xs: list[int]",),
-             "returns the length of the longest run of consecutive, strictly increasing elements of `xs` "
-             "(0 for an empty list)", lambda r: (_ints(r, 0, 9),)),
+    Template(
+        sum_even,
+        ("sum_even", "even_total", "add_evens"),
+        ("xs: list[int]",),
+        "returns the sum of the even elements of `xs` (0 if there are none)",
+        lambda r: (_ints(r),),
+    ),
+    Template(
+        count_greater,
+        ("count_greater", "num_above", "count_over"),
+        ("xs: list[int]", "k: int"),
+        "returns how many elements of `xs` are strictly greater than `k`",
+        lambda r: (_ints(r), int(r.integers(-10, 11))),
+    ),
+    Template(
+        running_max,
+        ("running_max", "prefix_maxima", "cumulative_max"),
+        ("xs: list[int]",),
+        "returns the list whose i-th element is the largest of `xs[0..i]`",
+        lambda r: (_ints(r),),
+    ),
+    Template(
+        second_largest,
+        ("second_largest", "runner_up", "second_max"),
+        ("xs: list[int]",),
+        "returns the second largest distinct value of `xs`, or None if there are fewer than two distinct values",
+        lambda r: (_ints(r, -5, 5),),
+    ),
+    Template(
+        reverse_words,
+        ("reverse_words", "flip_words", "words_backwards"),
+        ("s: str",),
+        "returns the words of `s` (separated by whitespace) in reverse order, joined by single spaces",
+        lambda r: (_sentence(r),),
+    ),
+    Template(
+        count_vowels,
+        ("count_vowels", "vowel_count", "num_vowels"),
+        ("s: str",),
+        "returns how many characters of `s` are vowels (a, e, i, o, u, either case)",
+        lambda r: (_word(r, "abeiouxyzAEI ", 12),),
+    ),
+    Template(
+        run_length,
+        ("run_length", "rle_encode", "compress_runs"),
+        ("s: str",),
+        "returns the run-length encoding of `s`: each maximal run of a character c of length n "
+        'becomes c followed by n ("aaab" -> "a3b1"); "" -> ""',
+        lambda r: ("".join(c * int(r.integers(1, 4)) for c in _word(r, "abc", 5)) if r.random() < 0.9 else "",),
+    ),
+    Template(
+        is_clean_palindrome,
+        ("is_clean_palindrome", "loose_palindrome", "reads_same"),
+        ("s: str",),
+        "returns True if `s` reads the same forwards and backwards when only letters and digits are kept "
+        "and case is ignored, else False",
+        lambda r: (_palindrome_like(r),),
+    ),
+    Template(
+        digit_sum,
+        ("digit_sum", "sum_digits", "add_digits"),
+        ("n: int",),
+        "returns the sum of the decimal digits of `n` (the sign is ignored)",
+        lambda r: (int(r.integers(-(10**6), 10**6)),),
+    ),
+    Template(
+        gcd_all,
+        ("gcd_all", "common_divisor", "list_gcd"),
+        ("xs: list[int]",),
+        "returns the greatest common divisor of the non-negative integers in `xs` (0 for an empty list)",
+        lambda r: ([int(v) * int(r.integers(1, 7)) for v in r.integers(0, 30, size=int(r.integers(0, 5)))],),
+    ),
+    Template(
+        merge_sorted,
+        ("merge_sorted", "merge_lists", "combine_sorted"),
+        ("a: list[int]", "b: list[int]"),
+        "returns the ascending list holding the elements of both ascending lists `a` and `b`",
+        lambda r: (sorted(_ints(r, max_len=6)), sorted(_ints(r, max_len=6))),
+    ),
+    Template(
+        longest_increasing_run,
+        ("longest_increasing_run", "longest_climb", "max_rising_run"),
+        ("xs: list[int]",),
+        "returns the length of the longest run of consecutive, strictly increasing elements of `xs` "
+        "(0 for an empty list)",
+        lambda r: (_ints(r, 0, 9),),
+    ),
 )
 
 

@@ -53,7 +53,7 @@ def assert_matches_full_render(tok, obs, history, *, generation_prompt):
 def test_tokens_equal_a_full_render_of_the_conversation_after_every_turn(tok, tokenizer_name):
     tokenizer = tok if tokenizer_name == "tiny" else load_tokenizer(tokenizer_name)
     env = echo_env(tokenizer, max_turns=10)
-    texts = ["Hello there!", "trailing spaces and\nnewlines \n", "émoji 🙂 and 123", "{\"json\": [1, 2]}", "ok stop"]
+    texts = ["Hello there!", "trailing spaces and\nnewlines \n", "émoji 🙂 and 123", '{"json": [1, 2]}', "ok stop"]
     obs, history, results = play(env, tokenizer, texts)
     assert [r[1] for r in results] == [False, False, False, False, True]
     # after the final (terminal) action nothing is appended: compare the context before it

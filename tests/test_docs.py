@@ -40,7 +40,10 @@ def test_readme_has_the_two_setup_commands_and_ci_uses_the_test_one():
     assert "bash .ci/setup.sh && .venv/bin/llmenv demo" in text
     test_command = 'bash .ci/setup.sh && .venv/bin/pytest -m "slow or not slow"'
     assert test_command in text
-    assert test_command in (README.parent / ".ci" / "run").read_text()
+    ci = " ".join((README.parent / ".ci" / "run").read_text().replace("\\\n", " ").split())
+    assert ci.index("bash .ci/setup.sh &&") < ci.index('.venv/bin/pytest -m "slow or not slow"')
+    for check in (".venv/bin/ruff check .", ".venv/bin/ruff format --check .", ".venv/bin/mypy"):
+        assert ci.index(check) < ci.index(".venv/bin/pytest"), f"CI must run {check} before the tests"
 
 
 @pytest.mark.slow

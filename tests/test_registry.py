@@ -86,8 +86,13 @@ def test_dataset_source_with_row_to_task(tok):
     import datasets
 
     data = datasets.Dataset.from_list([{"q": "1+1", "a": "2"}, {"q": "2+2", "a": "4"}])
-    llmenv.register_task("rows-v0", source=data, row_to_task=lambda r: Task(r["q"], answer=r["a"]),
-                         verifier=lambda c, t: c == t.answer, replace=True)
+    llmenv.register_task(
+        "rows-v0",
+        source=data,
+        row_to_task=lambda r: Task(r["q"], answer=r["a"]),
+        verifier=lambda c, t: c == t.answer,
+        replace=True,
+    )
     env = llmenv.make("rows-v0", tokenizer=tok)
     _, info = env.reset(options={"index": 1})
     assert info["task"].answer == "4"

@@ -104,7 +104,7 @@ def extract_code(text: str) -> str:
         elif stripped.startswith("```") and not stripped.strip("`"):
             current = None
         else:
-            current[1].append(line[len(indent):] if line.startswith(indent) else line.lstrip())
+            current[1].append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
     if not blocks:
         return text
     python_blocks = [lines for tag, lines in blocks if tag in _PYTHON_TAGS]
@@ -123,8 +123,13 @@ def kind_of_tests(task: Task) -> str:
         inferred = "check"
     elif isinstance(tests, Sequence) and tests and all(isinstance(t, str) for t in tests):
         inferred = "asserts"
-    elif isinstance(tests, Sequence) and tests and all(
-        isinstance(t, Mapping) and isinstance(t.get("input"), str) and isinstance(t.get("output"), str) for t in tests
+    elif (
+        isinstance(tests, Sequence)
+        and tests
+        and all(
+            isinstance(t, Mapping) and isinstance(t.get("input"), str) and isinstance(t.get("output"), str)
+            for t in tests
+        )
     ):
         inferred = "stdio"
     else:
@@ -169,8 +174,15 @@ def _plan(kind: str, tests: str | tuple[str, ...], prelude: str, entry_point: st
         binds = {param: entry_point}
         if entry_point and not hasattr(builtins, entry_point):  # never shadow a builtin the tests use
             binds[entry_point] = entry_point
-        return {"kind": kind, "prelude": f"{prelude}\n{tests}", "units": units, "binds": binds, "modules": [],
-                "preimport": _module_names(prelude, tests), "entry_point": entry_point}
+        return {
+            "kind": kind,
+            "prelude": f"{prelude}\n{tests}",
+            "units": units,
+            "binds": binds,
+            "modules": [],
+            "preimport": _module_names(prelude, tests),
+            "entry_point": entry_point,
+        }
     assert isinstance(tests, tuple)
     units, free = [], set()
     for test in tests:
@@ -184,8 +196,15 @@ def _plan(kind: str, tests: str | tuple[str, ...], prelude: str, entry_point: st
     binds = {name: name for name in sorted(free - set(modules))}
     if entry_point and not hasattr(builtins, entry_point):
         binds[entry_point] = entry_point
-    return {"kind": kind, "prelude": prelude, "units": units, "binds": binds, "modules": modules,
-            "preimport": sorted(set(_module_names(prelude, *tests)) | set(modules)), "entry_point": entry_point}
+    return {
+        "kind": kind,
+        "prelude": prelude,
+        "units": units,
+        "binds": binds,
+        "modules": modules,
+        "preimport": sorted(set(_module_names(prelude, *tests)) | set(modules)),
+        "entry_point": entry_point,
+    }
 
 
 def _check_units(source: str, entry_point: str) -> tuple[list[tuple[str, bool]], str]:
@@ -342,12 +361,24 @@ class CodeVerifier(BaseVerifier):
         nonce = secrets.token_hex(16)
         preimport = sorted({name for job in jobs for name in job.plan["preimport"]})
         public = marshal.dumps({"preimport": preimport})
-        secret = marshal.dumps({"nonce": nonce, "jobs": [
-            {"code": job.code, "prelude": job.plan["prelude"], "units": job.plan["units"],
-             "binds": job.plan["binds"], "modules": job.plan["modules"], "entry_point": job.plan["entry_point"],
-             "timeout_s": float(self.per_test_timeout_s), "budget_s": float(self.limits.wall_time_s)}
-            for job in jobs
-        ]})
+        secret = marshal.dumps(
+            {
+                "nonce": nonce,
+                "jobs": [
+                    {
+                        "code": job.code,
+                        "prelude": job.plan["prelude"],
+                        "units": job.plan["units"],
+                        "binds": job.plan["binds"],
+                        "modules": job.plan["modules"],
+                        "entry_point": job.plan["entry_point"],
+                        "timeout_s": float(self.per_test_timeout_s),
+                        "budget_s": float(self.limits.wall_time_s),
+                    }
+                    for job in jobs
+                ],
+            }
+        )
         limits = replace(self.limits, wall_time_s=self.limits.wall_time_s * len(jobs))
         try:
             result = self.sandbox.run(
@@ -398,8 +429,10 @@ class CodeVerifier(BaseVerifier):
             except SandboxError as exc:
                 return Verdict.failure(f"the sandbox could not run the code: {exc}", name="tests")
             ok, reason = _judge_case(result, case["output"], limits)
-            if not ok and result.exit_code not in (0, None) and re.search(
-                r"^(SyntaxError|IndentationError|TabError)\b", result.stderr.strip().rsplit("\n", 1)[-1]
+            if (
+                not ok
+                and result.exit_code not in (0, None)
+                and re.search(r"^(SyntaxError|IndentationError|TabError)\b", result.stderr.strip().rsplit("\n", 1)[-1])
             ):
                 fatal = reason  # the program does not compile: every case would fail the same way
             rows.append({"test": label, "passed": ok, "reason": reason})
@@ -424,7 +457,7 @@ def _parse_reports(stdout: str, nonce: str, count: int) -> list[_Report]:
     start = f"{nonce} start "
     for line in stdout.splitlines():
         if line.startswith(start):
-            parts = line[len(start):].split(" ")
+            parts = line[len(start) :].split(" ")
             index = int(parts[0]) if len(parts) == 2 and parts[0].isdigit() else count
             if index < count and index not in job_of.values():
                 job_of[parts[1]] = index

@@ -15,17 +15,28 @@ from llmenv.tasks.codegen import TEMPLATES, generate_codegen
 from llmenv.verifiers.code import CodeVerifier
 
 MBPP_ROWS = [
-    {"task_id": 2, "prompt": "Write a function to find the shared elements from the given two lists.",
-     "code": "def similar_elements(a, b):\n    return tuple(set(a) & set(b))",
-     "test_imports": [],
-     "test_list": ["assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
-                   "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))"]},
-    {"task_id": 3, "prompt": "Write a python function to identify non-prime numbers.",
-     "code": "import math\ndef is_not_prime(n):\n    if n < 2:\n        return True\n"
-             "    return any(n % i == 0 for i in range(2, int(math.sqrt(n)) + 1))",
-     "test_imports": ["import math"],
-     "test_list": ["assert is_not_prime(2) == False", "assert is_not_prime(10) == True",
-                   "assert math.isclose(float(is_not_prime(35)), 1.0)"]},
+    {
+        "task_id": 2,
+        "prompt": "Write a function to find the shared elements from the given two lists.",
+        "code": "def similar_elements(a, b):\n    return tuple(set(a) & set(b))",
+        "test_imports": [],
+        "test_list": [
+            "assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
+            "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))",
+        ],
+    },
+    {
+        "task_id": 3,
+        "prompt": "Write a python function to identify non-prime numbers.",
+        "code": "import math\ndef is_not_prime(n):\n    if n < 2:\n        return True\n"
+        "    return any(n % i == 0 for i in range(2, int(math.sqrt(n)) + 1))",
+        "test_imports": ["import math"],
+        "test_list": [
+            "assert is_not_prime(2) == False",
+            "assert is_not_prime(10) == True",
+            "assert math.isclose(float(is_not_prime(35)), 1.0)",
+        ],
+    },
 ]
 
 
@@ -84,8 +95,15 @@ def test_mbpp_rows_become_assert_tasks():
     task = mbpp_row_to_task(MBPP_ROWS[1])
     assert task.meta["entry_point"] == "is_not_prime" and task.meta["test_prelude"] == "import math"
     assert "`is_not_prime`" in task.prompt and MBPP_ROWS[1]["test_list"][0] in task.prompt
-    full = mbpp_row_to_task({"task_id": 9, "text": "Add.", "code": "def helper():\n    pass\ndef add(a, b):\n"
-                             "    return a + b", "test_list": ["assert add(1, 2) == 3"], "test_setup_code": "x = 1"})
+    full = mbpp_row_to_task(
+        {
+            "task_id": 9,
+            "text": "Add.",
+            "code": "def helper():\n    pass\ndef add(a, b):\n    return a + b",
+            "test_list": ["assert add(1, 2) == 3"],
+            "test_setup_code": "x = 1",
+        }
+    )
     assert full.meta["entry_point"] == "add" and full.meta["test_prelude"] == "x = 1"
     with pytest.raises(ValueError, match="called by the tests"):
         mbpp_entry_point("def f():\n    pass", ["assert g() == 1"])
@@ -120,8 +138,10 @@ def test_codegen_is_deterministic_per_seed_and_varied():
 
 
 def test_codegen_reference_solutions_pass_and_wrong_ones_fail(verifier):
-    tasks = [generate_codegen(np.random.default_rng(seed), templates=(t.reference.__name__,))
-             for seed, t in enumerate(TEMPLATES)]
+    tasks = [
+        generate_codegen(np.random.default_rng(seed), templates=(t.reference.__name__,))
+        for seed, t in enumerate(TEMPLATES)
+    ]
     good = verifier.verify_batch([fenced(t.meta["reference_solution"]) for t in tasks], tasks)
     assert [v.reward for v in good] == [1.0] * len(tasks), [v.details["tests"] for v in good if v.reward < 1]
     wrong = [fenced(f"def {t.meta['entry_point']}(*args):\n    return 'wrong'") for t in tasks]
