@@ -60,3 +60,17 @@ def test_multi_turn_rollout_runs_every_episode_to_its_end(tok, policy):
 def test_rollout_refuses_an_autoresetting_env(tok, policy):
     with pytest.raises(ValueError, match="autoreset=False"):
         rollout(VectorLLMEnv("llmenv/arith-v0", 1, tok), policy, SamplingParams(max_new_tokens=2))
+
+
+def test_episodes_pickle_and_keep_their_json_form(tok):
+    import pickle
+
+    from llmenv.agents.policy import HFPolicy, SamplingParams
+    from llmenv.agents.rollout import rollout
+    from llmenv.models import tiny_llama
+    from llmenv.vector import VectorLLMEnv
+
+    env = VectorLLMEnv("llmenv/arith-v0", 2, tok, autoreset=False)
+    episodes = rollout(env, HFPolicy(tiny_llama(tok), tok), SamplingParams(max_new_tokens=3, seed=0), seed=0)
+    again = pickle.loads(pickle.dumps(episodes))
+    assert [e.to_json() for e in again] == [e.to_json() for e in episodes]

@@ -137,3 +137,25 @@ def test_the_final_export_is_weights_and_tokenizer_only(tmp_path, tok):
     loaded = load_model(saved.path)
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_resumed_run_is_one_tensorboard_run_with_one_value_per_step(tmp_path):
+    import pytest
+
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    log = RunLog(tmp_path)
+    for step in (1, 2, 3):
+        log.log({"step": step, "reward_mean": step / 10})
+    log.close()
+    log = RunLog(tmp_path, resume_from=2)
+    log.log({"step": 3, "reward_mean": 0.9})
+    log.close()
+    events = accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("reward_mean")] == [(1, 0.1), (2, 0.2), (3, 0.9)]
+    log = RunLog(tmp_path)  # a fresh run in the same folder starts without the old events
+    log.log({"step": 1, "reward_mean": 0.5})
+    log.close()
+    events = accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("reward_mean")] == [(1, 0.5)]
