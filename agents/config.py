@@ -33,7 +33,12 @@ def option(
     flag: bool = True,
 ) -> Any:
     """A config field: its default, one-line help, allowed `choices`, and a range `check` described by `expects`."""
-    metadata = {"help": help, "choices": tuple(choices) if choices else None, "check": check, "expects": expects}
+    metadata: dict[str, Any] = {
+        "help": help,
+        "choices": tuple(choices) if choices else None,
+        "check": check,
+        "expects": expects,
+    }
     metadata["flag"] = flag
     if isinstance(default, (dict, list)):
         value = default
@@ -96,6 +101,15 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     return params
 
 
+def _field_default(f: dataclasses.Field[Any]) -> Any:
+    """The field's default, or a fresh value from its factory; `option` always gives one or the other."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise TypeError(f"config field {f.name!r} has no default; declare it with option(default, help)")
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """One `--flag` per field of `cls` (dict fields are repeatable `--param KEY=VALUE`), help from `option`."""
     hints = typing.get_type_hints(cls)
@@ -103,7 +117,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         if not f.metadata.get("flag", True):
             continue
         help_text = f.metadata.get("help") or ""
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = _field_default(f)
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, dict):
             parser.add_argument(
@@ -140,7 +154,27 @@ def config_from_args(cls: type[_Config], args: argparse.Namespace, **overrides: 
         if not f.metadata.get("flag", True) or not hasattr(args, f.name):
             continue
         value = getattr(args, f.name)
-        is_dict = f.default is dataclasses.MISSING and isinstance(f.default_factory(), dict)  # type: ignore[misc]
+        is_dict = f.default is dataclasses.MISSING and isinstance(_field_default(f), dict)
         values[f.name] = parse_params(value) if is_dict else value
     values.update(overrides)
     return cls(**values)
+
+
+def to_flags(config: Any) -> list[str]:
+    """The flags that rebuild `config` through `add_config_flags` (fields left at their default are omitted)."""
+    flags: list[str] = []
+    for f in dataclasses.fields(config):
+        if not f.metadata.get("flag", True):
+            continue
+        value = getattr(config, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if value == default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, dict):
+            flags += [item for key, v in value.items() for item in ("--param", f"{key}={json.dumps(v)}")]
+        elif isinstance(value, bool):
+            flags.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            flags += [flag, "none" if value is None else str(value)]
+    return flags

@@ -11,6 +11,7 @@ printed as one line (no traceback), and Ctrl-C ends with one line saying how to 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import shlex
@@ -24,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import llmenv
-from llmenv.agents.config import add_config_flags, config_from_args, parse_params
+from llmenv.agents.config import add_config_flags, config_from_args, parse_params, to_flags
 from llmenv.agents.grpo import GRPOConfig
 from llmenv.errors import LLMEnvError
 
@@ -134,12 +135,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume_hint(argv: Sequence[str]) -> str:
-    """The command that continues an interrupted run: this one, with --resume."""
-    words = ["llmenv", *argv]
-    if "--resume" not in words:
-        words.append("--resume")
-    return shlex.join(words)
+def _resume_command(learner: str, config: Any) -> str:
+    """The command that continues an interrupted run from its checkpoint."""
+    return shlex.join(["llmenv", "train", learner, *to_flags(dataclasses.replace(config, resume=True))])
 
 
 def cmd_train_grpo(args: argparse.Namespace) -> int:
@@ -151,7 +149,7 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
     state = train(config)
     out = config.out
     if state.interrupted:
-        console.print(f"stopped at step {state.step}/{config.steps}; continue with: {_resume_hint(args.argv)}")
+        console.print(f"stopped at step {state.step}/{config.steps}; continue with: {_resume_command('grpo', config)}")
         return 130
     final = f"  weights: {out}/final" if config.save_final else ""
     console.print(f"metrics: {out}/metrics.jsonl  plot: {out}/reward.png{final}")
@@ -200,10 +198,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     state = train(config)
     if state.interrupted:
-        console.print(
-            f"demo stopped at step {state.step}; continue training with: llmenv train grpo "
-            f"--task {DEMO_TASK} --out {args.out} --steps {args.steps} --resume ..."
-        )
+        console.print(f"demo stopped at step {state.step}; continue training with: {_resume_command('grpo', config)}")
         return 130
     with console.status("held-out accuracy after training (greedy)"):
         after = accuracy(state.model)
@@ -297,9 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `llmenv` console script: 0 on success, 2 on an llmenv error, 130 on Ctrl-C."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv
     try:
         return int(args.func(args))
     except LLMEnvError as exc:

@@ -73,3 +73,15 @@ def test_default_factories_are_not_shared_between_instances():
     a, b = Example(), Example()
     a.params["x"] = 1
     assert b.params == {}
+
+
+def test_to_flags_rebuilds_the_config():
+    config = Example(name="b", mode="slow", limit=None, flag=True, params={"digits": 2, "ops": "+-"})
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Example)
+    from llmenv.agents.config import to_flags
+
+    flags = to_flags(config)
+    assert "--count" not in flags  # defaults are left out
+    assert config_from_args(Example, parser.parse_args(flags)) == config
+    assert config_from_args(Example, parser.parse_args(to_flags(Example(limit=3, flag=False)))).limit == 3
