@@ -258,20 +258,25 @@ def test_a_float_verifier_task_reports_accuracy_by_its_pass_rule(tiny_model_dir,
 
 
 def test_ctrl_c_during_training_saves_a_checkpoint_and_says_how_to_resume(tiny_policy_dir, tmp_path):
+    import os
     import signal
     import time
 
     out = tmp_path / "run"
     args = train_args(tiny_policy_dir, out, "--steps", "50")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmenv.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    proc = subprocess.Popen(  # its own process group, as a terminal's foreground job
+        [sys.executable, "-m", "llmenv.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 300
     while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stdout + stderr and "continue with: llmenv train grpo" in stdout and "--resume" in stdout
