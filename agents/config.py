@@ -15,7 +15,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from llmenv.errors import ConfigError
@@ -27,7 +27,7 @@ def option(
     default: Any,
     help: str,  # noqa: A002 - the argparse name
     *,
-    choices: Sequence[Any] | None = None,
+    choices: Collection[Any] | None = None,
     check: Callable[[Any], bool] | None = None,
     expects: str = "",
     flag: bool = True,
@@ -167,7 +167,7 @@ def to_flags(config: Any) -> list[str]:
         if not f.metadata.get("flag", True):
             continue
         value = getattr(config, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = _field_default(f)
         if value == default:
             continue
         flag = "--" + f.name.replace("_", "-")

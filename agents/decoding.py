@@ -91,6 +91,7 @@ def packed_head(model: Any, rows: int) -> Iterator[None]:
     )
     packed = None
     if usable:
+        assert weight is not None  # checked by `usable`
         try:
             packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), rows)
         except (RuntimeError, AttributeError):  # a torch build without MKL's packed GEMM
@@ -98,6 +99,7 @@ def packed_head(model: Any, rows: int) -> Iterator[None]:
     if packed is None:
         yield
         return
+    assert weight is not None  # packed only when usable
     plain, bias = weight.detach(), None if head.bias is None else head.bias.detach()
 
     def forward(hidden: torch.Tensor) -> torch.Tensor:

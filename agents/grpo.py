@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +35,10 @@ from llmenv.agents.scoring import completion_logprobs
 from llmenv.agents.trainer import StopAtStepBoundary, adamw, own_weights, resolve_device, resume_point
 from llmenv.models import load_model, load_tokenizer
 from llmenv.vector import VectorLLMEnv
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 TRAIN_SEED_STRIDE = 10**8
 """A run with seed s draws its step-t tasks from env seeds s * 10**8 + t * num_envs + i."""
@@ -152,7 +156,7 @@ def build(config: GRPOConfig) -> TrainState:
         **config.task_params,
     )
     env.prestart()  # verifier workers boot while the model loads
-    model = load_model(config.model, device=device)
+    model: PreTrainedModel | PeftModel = load_model(config.model, device=device)
     reference = None
     if config.beta > 0:
         reference = load_model(config.model, device=device).eval().requires_grad_(False)
@@ -213,6 +217,7 @@ def policy_loss(
         kl = losses.kl_penalty(logp, ref_logp, estimator=cfg.kl_estimator) * mask  # (b, L)
         per_token = per_token + cfg.beta * kl
     if cfg.entropy_coef:
+        assert entropy is not None  # asked for with with_entropy=True
         per_token = per_token - cfg.entropy_coef * entropy
     loss = state.aggregate_fn(per_token, mask)
     stats = {

@@ -124,7 +124,7 @@ class ChatCodec:
         text = self.render(messages, add_generation_prompt=add_generation_prompt)
         key = (tuple(m["role"] for m in messages), add_generation_prompt)
         cut_in_fragment = self._cuts.get(key, ())
-        if cut_in_fragment == ():
+        if isinstance(cut_in_fragment, tuple):  # not computed yet
             cut_in_fragment = self._cuts[key] = self._compile_cut(key)
         if cut_in_fragment is None:
             return text, np.asarray(self.encode_text(text), dtype=np.int64)
@@ -162,7 +162,7 @@ class ChatCodec:
                 parts.append(fragment)
             return "".join(parts)
         marker = "\x1fEND-OF-ASSISTANT\x1f"
-        probe = [*history[:-1], {"role": "assistant", "content": history[-1]["content"] + marker}]
+        probe = [*history[:-1], Message(role="assistant", content=history[-1]["content"] + marker)]
         before = self.render_full(probe, add_generation_prompt=False)
         after = self.render_full([*probe, *new_messages], add_generation_prompt=add_generation_prompt)
         cut = before.rfind(marker)
@@ -176,7 +176,7 @@ class ChatCodec:
         """The cached text fragments of a layout, or None when it must be rendered fully."""
         key = (roles, add_generation_prompt)
         fragments = self._layouts.get(key, ())
-        if fragments == ():
+        if isinstance(fragments, tuple):  # not compiled yet
             fragments = self._layouts[key] = self._compile(roles, add_generation_prompt)
         return fragments
 

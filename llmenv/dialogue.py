@@ -145,7 +145,7 @@ class DialogueEnv(LLMEnv):
         assert self._episode is not None and self.task is not None
         verdict = missing_verdict(pending, verdict)
         self._turn += 1
-        history = [*self._messages, {"role": "assistant", "content": pending.completion}]
+        history = [*self._messages, Message(role="assistant", content=pending.completion)]
         reply = self.responder(
             TurnContext(self.task, pending.completion, verdict, self._turn, history, pending.finished, self._state)
         )

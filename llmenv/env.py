@@ -44,14 +44,15 @@ def validate_action(action: Any, vocab_size: int) -> np.ndarray:
         try:
             import torch  # noqa: PLC0415 - only to accept tensors, torch is already loaded by then
         except ImportError:  # pragma: no cover - torch is a dependency
-            torch = None
-        if torch is not None and isinstance(action, torch.Tensor):
-            array = action.detach().cpu().numpy()
+            is_tensor = False
         else:
+            is_tensor = isinstance(action, torch.Tensor)
+        if not is_tensor:
             raise InvalidActionError(
                 f"action must be token ids (1-D np.ndarray, list of int, or torch tensor) or a str; "
                 f"got {type(action).__name__}"
             )
+        array = action.detach().cpu().numpy()
     if array.ndim != 1:
         raise InvalidActionError(
             f"action must be 1-D token ids, got an array of shape {array.shape}; pass one sequence per step"
@@ -166,8 +167,9 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         self.system_prompt = system_prompt
         self.verifier_timeout_s = verifier_timeout_s
         self.render_mode = render_mode
-        self.observation_space = token_space(self.codec.vocab_size)
-        self.action_space = token_space(self.codec.vocab_size)
+        # gymnasium types every Sequence space as Space[tuple | Any]; with stack=True its elements are arrays
+        self.observation_space = token_space(self.codec.vocab_size)  # type: ignore[assignment]
+        self.action_space = token_space(self.codec.vocab_size)  # type: ignore[assignment]
         self.task: Task | None = None
         self._episode: TokenEpisode | None = None
         self._done = True

@@ -111,7 +111,7 @@ def load_model(
     spec: str | os.PathLike[str] | PreTrainedModel,
     *,
     dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
 ) -> PreTrainedModel:
     """A causal LM in eval mode from an object (as is), a local folder, a Hub id or `smollm2-135m`."""
     if isinstance(spec, PreTrainedModel):
@@ -121,7 +121,8 @@ def load_model(
         model = _from_local(AutoModelForCausalLM.from_pretrained, source, what="model", dtype=dtype)
     else:
         model = _from_hub(AutoModelForCausalLM.from_pretrained, source, dtype=dtype)
-    return model.to(device).eval()
+    # transformers wraps `to` in functools.wraps, which mypy does not bind as a method
+    return model.to(device).eval()  # type: ignore[arg-type]
 
 
 def tiny_llama(

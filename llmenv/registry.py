@@ -134,7 +134,7 @@ def list_tasks() -> list[str]:
 
 def env_builder(
     task_id: str, *, tokenizer: Any, verifier: Callable[[str, Task], Any] | None = None, **kwargs: Any
-) -> Callable[[], gym.Env]:
+) -> Callable[[], LLMEnv]:
     """A zero-argument function that builds environments of a task, all sharing one task source.
 
     The source (a dataset is loaded here) and the arguments are resolved once, so a vector env of N
@@ -152,7 +152,7 @@ def env_builder(
         tokenizer = load_tokenizer(tokenizer)
     chosen = verifier or task_spec.verifier
 
-    def build() -> gym.Env:
+    def build() -> LLMEnv:
         return env_class(source, chosen, tokenizer, task_id=task_spec.task_id, **env_kwargs)
 
     return build

@@ -143,7 +143,14 @@ def _argument_error(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> 
     if missing or unknown:
         parts = [f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else ""]
         return f"bad arguments ({', '.join(p for p in parts if p)}); expected {sorted(properties)}"
-    json_types = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}
+    json_types: dict[str, type | tuple[type, ...]] = {
+        "string": str,
+        "integer": int,
+        "number": (int, float),
+        "boolean": bool,
+        "array": list,
+        "object": dict,
+    }
     for name, value in arguments.items():
         expected = json_types.get(properties[name].get("type", ""))
         if expected and (not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))):
@@ -212,7 +219,7 @@ class ToolEnv(DialogueEnv):
         with_tools = shared_codec(
             self.tokenizer, chat_template=kwargs.get("chat_template"), tools=list(self.schemas.values())
         )
-        probe = [{"role": "user", "content": "probe"}]
+        probe = [Message(role="user", content="probe")]
         self.template_shows_tools = with_tools.render_full(probe) != self.codec.render_full(probe)
         if self.template_shows_tools:
             self.codec = with_tools

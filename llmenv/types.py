@@ -28,6 +28,7 @@ class FrozenMap(Mapping[str, Any]):
     """
 
     __slots__ = ("_data",)
+    _data: dict[str, Any]
 
     def __init__(self, value: Mapping[str, Any] | None = None) -> None:
         object.__setattr__(self, "_data", dict(value or {}))
@@ -75,13 +76,14 @@ class Task:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.prompt, str):
+        prompt: object = self.prompt  # unchecked until here: callers may pass anything
+        if isinstance(prompt, str):
             pass
-        elif isinstance(self.prompt, Sequence) and all(
+        elif isinstance(prompt, Sequence) and all(
             isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in self.prompt
+            for m in prompt
         ):
-            object.__setattr__(self, "prompt", tuple(dict(m) for m in self.prompt))
+            object.__setattr__(self, "prompt", tuple(dict(m) for m in prompt))
         else:
             raise TypeError(
                 "Task.prompt must be a string or a list of {'role': str, 'content': str} messages, "

@@ -119,9 +119,9 @@ class VectorLLMEnv(VectorEnv):
             for i, info in self._reset_group(group, None, None):
                 infos = self._add_info(infos, {**info, "autoreset": True}, i)
                 self._ended[i] = False
-        for i in np.flatnonzero(self._ended):
-            if i not in pending:
-                infos = self._add_info(infos, {"waiting": True}, int(i))
+        for ended in np.flatnonzero(self._ended):
+            if ended not in pending:
+                infos = self._add_info(infos, {"waiting": True}, int(ended))
         return tuple(self._obs), rewards, terminated, truncated, infos
 
     def close_extras(self, **kwargs: Any) -> None:

@@ -563,12 +563,13 @@ class Server:
         pid = os.fork()
         if pid == 0:
 
-            def start() -> None:
-                os.close(out_r), os.close(err_r), os.close(st_r)
+            def exec_child() -> None:  # not `start`: that is the run's start time
+                for fd in (out_r, err_r, st_r):
+                    os.close(fd)
                 os.setsid()
                 self._exec_user(header, files, limits, stdin_fd, out_w, err_w, workdir, tmpdir)
 
-            _child_main(start, st_w)
+            _child_main(exec_child, st_w)
         for fd in (stdin_fd, out_w, err_w, st_w):
             os.close(fd)
         done_fd = os.pidfd_open(pid)
@@ -981,11 +982,14 @@ def _run_python_main(path: str, workdir: str) -> None:
     import traceback
     import types
 
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+    # typeshed declares sys.__stdin__ and the others Final; this child replaces them on purpose
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(  # type: ignore[misc]
+        io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8"
+    )
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(  # type: ignore[misc]
         io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8"
     )
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(  # type: ignore[misc]
         io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
         encoding="utf-8",
         errors="backslashreplace",

@@ -8,6 +8,8 @@ job (its numeric fast path), not this module's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from llmenv.errors import TaskConfigError
@@ -16,7 +18,7 @@ from llmenv.verifiers.base import Rubric
 from llmenv.verifiers.format import BoxedFormat
 from llmenv.verifiers.math import MathVerifier
 
-DEMO_PARAMS = {
+DEMO_PARAMS: dict[str, Any] = {
     "digits": 1,
     "ops": "+-",
     "terms": 2,

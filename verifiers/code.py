@@ -184,7 +184,8 @@ def _plan(kind: str, tests: str | tuple[str, ...], prelude: str, entry_point: st
             "entry_point": entry_point,
         }
     assert isinstance(tests, tuple)
-    units, free = [], set()
+    units = []
+    free: set[str] = set()
     for test in tests:
         units.append((test, True))
         try:
@@ -470,9 +471,9 @@ def _parse_reports(stdout: str, nonce: str, count: int) -> list[_Report]:
         if kind == "plan" and report.total is None and body.isdigit():
             report.total = int(body)
         elif kind == "result":
-            index, ok, reason = (body.split(" ", 2) + [""])[:3]
-            if index.isdigit():
-                report.outcomes.setdefault(int(index), (ok == "1", _unescape(reason)))
+            test_index, ok, reason = (body.split(" ", 2) + [""])[:3]
+            if test_index.isdigit():
+                report.outcomes.setdefault(int(test_index), (ok == "1", _unescape(reason)))
         elif kind == "done":
             report.done, report.timed_out = True, body == "timeout"
         elif kind == "fatal":

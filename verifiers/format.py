@@ -218,7 +218,9 @@ def _message(error: ValidationError | SchemaError) -> str:
 
 def _check_refs(validator_cls: type[Validator], schema: Mapping[str, Any] | bool) -> None:
     """Raise VerifierError on a `$ref` that does not resolve inside `schema` (nothing is fetched)."""
-    specification = referencing.jsonschema.specification_with(validator_cls.ID_OF(validator_cls.META_SCHEMA))
+    # jsonschema's own Validator protocol declares ID_OF; the types-jsonschema stub's does not
+    meta_schema_id = validator_cls.ID_OF(validator_cls.META_SCHEMA)  # type: ignore[attr-defined]
+    specification = referencing.jsonschema.specification_with(meta_schema_id)
     root = specification.create_resource(schema)
     todo = [(root, METASCHEMAS.resolver_with_root(root))]
     while todo:
@@ -251,7 +253,8 @@ def schema_validator(schema: Mapping[str, Any] | bool) -> Validator:
         raise VerifierError(f"schema must be a dict (or a bool), got {type(schema).__name__}")
     if isinstance(schema, Mapping) and "$schema" in schema:
         dialect = schema["$schema"]
-        validator_cls = validator_for(schema, default=None) if isinstance(dialect, str) else None
+        # `default` is returned as given for an unknown $schema; the stub only allows a class there
+        validator_cls = validator_for(schema, default=None) if isinstance(dialect, str) else None  # type: ignore[arg-type]
         if validator_cls is None:
             raise VerifierError(
                 f"schema: unknown $schema {dialect!r:.200}; use a JSON Schema draft's URI, "
@@ -260,7 +263,7 @@ def schema_validator(schema: Mapping[str, Any] | bool) -> Validator:
     else:
         validator_cls = validator_for(schema)  # the latest draft
     try:
-        validator_cls.check_schema(schema)
+        validator_cls.check_schema(schema)  # type: ignore[arg-type]  # takes Mapping | bool; the stub says dict
     except SchemaError as exc:
         hint = f" ({best_match(exc.context).message})" if exc.context else ""  # which branch of an anyOf
         draft = validator_cls.__name__.removesuffix("Validator")

@@ -73,9 +73,9 @@ def _last_boxed(text: str) -> str | None:
             if start in closing:  # an unclosed \boxed{ falls through to the one before it
                 return text[start + 1 : closing[start]].strip()
             continue
-        token = re.match(r"[^\s$]+", text[start : start + MAX_ANSWER_CHARS])
-        if start > end and token:  # "\boxed 5"
-            return token.group().rstrip(".")
+        bare = re.match(r"[^\s$]+", text[start : start + MAX_ANSWER_CHARS])
+        if start > end and bare:  # "\boxed 5"
+            return bare.group().rstrip(".")
     return None
 
 
