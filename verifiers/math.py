@@ -123,15 +123,19 @@ def extract_answer(text: str, *, fallback_last_number: bool = False) -> str | No
 # Normalization and the fast path (no sympy)
 
 _WRAP_PAIRS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-_NOISE_RE = re.compile(r"\\(?:left|right|displaystyle|mathrm|mathbf|textstyle)(?![A-Za-z])|\\[!,;: ]|~")
+_NOISE_RE = re.compile(r"\\\\|\\(?:left|right|displaystyle|mathrm|mathbf|textstyle)(?![A-Za-z])|\\[!,;: ]|~")
+_DIGIT_GAP_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|\\!|\\,)\s*(?=\d)")  # 40,\!000 and 40\,000 and 14{,}916
+_TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
+_INNER_DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|°")
 _TRAILING_TEXT_RE = re.compile(r"\s*\\(?:text|textbf|textrm|mbox|mathrm|operatorname)\s*\{[^{}]*\}\s*$")
 _DEGREE_RE = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree)\s*$")
 _PERCENT_RE = re.compile(r"\s*\\?%\s*$")
 _ASSIGNMENT_RE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=\s*([^=<>]+)$")
 _NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+"
-_UNITS = r"(?:\s+[A-Za-z][A-Za-z.]+(?:\^\{?\d\}?)?)*"
+_UNITS = r"(?:[A-Za-z]{3,}|\s+[A-Za-z][A-Za-z.]+(?:\^\{?\d\}?)?)?(?:\s+[A-Za-z][A-Za-z.]+(?:\^\{?\d\}?)?)*"
 _PLAIN_RE = re.compile(
-    rf"(?P<sign>-?)\s*(?:(?P<num>{_NUM})(?:\s*/\s*(?P<den>{_NUM}))?"
+    rf"(?P<sign>-?)\s*(?:(?P<whole>\d+)\s+(?P<mnum>\d+)\s*/\s*(?P<mden>\d+)"  # a mixed number: 3128 1/2
+    rf"|(?P<num>{_NUM})(?:\s*/\s*(?P<den>{_NUM}))?"
     rf"|\\frac\s*\{{\s*(?P<fnum>{_NUM})\s*\}}\s*\{{\s*(?P<fden>{_NUM})\s*\}}"
     rf"|\\frac(?P<snum>\d)(?P<sden>\d)){_UNITS}"
 )
@@ -163,8 +167,11 @@ def _unwrap(text: str) -> str:
 
 def _normalize(answer: str) -> _Normalized:
     text = _unwrap(answer)
-    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    text = _NOISE_RE.sub(" ", text).strip().rstrip(".").strip()
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+    text = _DIGIT_GAP_RE.sub(lambda m: "," if "," in m.group() else "", text)
+    if _TRIG_RE.search(text):  # degrees inside trigonometry are an angle unit: sin(30^\circ) = 1/2
+        text = _INNER_DEGREE_RE.sub(r"\\cdot\\frac{\\pi}{180}", text)
+    text = _NOISE_RE.sub(lambda m: m.group() if m.group() == "\\\\" else " ", text).strip().rstrip(".").strip()
     if text.startswith("\\$"):
         text = text[2:].strip()
     percent = degrees = False
@@ -207,6 +214,12 @@ def _parse_plain(answer: str, *, assignment: bool = True) -> _Plain | None:
     match = _PLAIN_RE.fullmatch(text)
     if match is None:
         return None
+    if match.group("whole") is not None:
+        whole, mnum, mden = (int(match.group(k)) for k in ("whole", "mnum", "mden"))
+        if not 0 < mnum < mden:  # "3 4/2" is not a mixed number
+            return None
+        value = Fraction(whole) + Fraction(mnum, mden)
+        return _Plain(-value if match.group("sign") else value, True, norm.percent)
     num, den = match.group("num", "den")
     if num is None:
         num, den = match.group("fnum", "fden") if match.group("fnum") else match.group("snum", "sden")
@@ -226,19 +239,33 @@ _parse_gold_plain = functools.lru_cache(maxsize=1 << 16)(_parse_plain)
 _parse_pred_plain = functools.lru_cache(maxsize=1 << 12)(_parse_plain)  # a group often repeats an answer
 
 
+def _rounded(value: Fraction, precision: int) -> int:
+    """`value` rounded half away from zero to `precision` decimals, times 10^precision."""
+    scaled = abs(value) * 10**precision
+    rounded = int(scaled + Fraction(1, 2))
+    return rounded if value >= 0 else -rounded
+
+
 def _close(a: Fraction, b: Fraction, exact: bool, precision: int) -> bool:
+    """Equal when exact; else equal after rounding both to `precision` decimals and within 10^-precision relatively.
+
+    The rounding is math-verify's `float_rounding` (so pi is not 3.14159 at 6 decimals, and neither is
+    sqrt(2) 1.41421); the relative bound keeps two different tiny values from both rounding to 0.
+    """
     if exact:
         return a == b
-    # |a - b| <= 10^-precision * max(|a|, |b|), in integers (Fraction arithmetic is slower)
-    cross_a, cross_b = a.numerator * b.denominator, b.numerator * a.denominator
+    if _rounded(a, precision) != _rounded(b, precision):
+        return False
+    cross_a, cross_b = a.numerator * b.denominator, b.numerator * a.denominator  # in integers: faster
     return abs(cross_a - cross_b) * 10**precision <= max(abs(cross_a), abs(cross_b))
 
 
 def _plain_equal(gold: _Plain, pred: _Plain, precision: int, strict: bool) -> bool:
+    """Equal values; a percentage also equals its fraction (10% is 0.1) and its bare number (10% is 10)."""
     exact = gold.exact and pred.exact
     if _close(gold.value, pred.value, exact, precision):
         return True
-    if strict or gold.percent == pred.percent:
+    if gold.percent == pred.percent:
         return False
     gold_value = gold.value / 100 if gold.percent else gold.value
     pred_value = pred.value / 100 if pred.percent else pred.value
@@ -270,7 +297,11 @@ def _nesting(text: str) -> int:
     return deepest
 
 
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textrm|mbox|mathrm|operatorname)\s*\{([^{}]*)\}")
+_TEXT_CMD_RE = re.compile(
+    r"\\(?:text|textbf|textrm|textit|textnormal|mbox|mathrm|mathbf|mathcal|mathit|mathsf|mathbb|operatorname)"
+    r"\s*\{([^{}]*)\}"
+)
+_PRIME_RE = re.compile(r"'|\\prime(?![A-Za-z])")
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -278,8 +309,8 @@ def _text_form(answer: str) -> str:
     """The answer with formatting removed, for a cheap "written the same way" check."""
     norm = _normalize(answer)
     text = re.sub(r"\s+", "", _TEXT_CMD_RE.sub(r"\1", norm.text)).lower()
-    if re.fullmatch(r"\([a-z]\)", text):
-        text = text[1]  # "(A)" is the choice "A"
+    if re.fullmatch(r"[({][a-z][)}]", text):
+        text = text[1]  # "(A)" is the choice "A"; "{E}" is what \mathrm{E} leaves
     return f"{text}%" if norm.percent else text
 
 
@@ -526,6 +557,7 @@ class _Parsed:
     degrees: bool
 
 
+_LABEL_RE = re.compile(r"\s*((?:[A-Za-z]|\\[A-Za-z]+)(?:_\{[^{}]*\}|_\w)?(?:\s*\([^()=]*\))?)\s*=\s*([^=<>]+)")
 _ELLIPSIS_RE = re.compile(r"\\[lc]?dots[bc]?(?![A-Za-z])|\\ldotp|\.\.\.|…")
 
 
@@ -564,7 +596,15 @@ def _parse(answer: str) -> _Parsed:
         items = [item.strip() for item in _top_level_split(_unwrap(text))]
         value: Any = [None if _ELLIPSIS_RE.fullmatch(item) else _latex(item) for item in items]
     else:
-        value = _latex(text)
+        try:
+            value = _latex(text)
+        except _Unparsed:
+            label = _LABEL_RE.fullmatch(text)  # "I_{\max} = ...": a name latex2sympy cannot read, then the value
+            if label is None:
+                raise
+            import sympy
+
+            value = sympy.Eq(sympy.Symbol(re.sub(r"\s+", "", label.group(1))), _latex(label.group(2)))
     return _Parsed(value, inexact, norm.percent, norm.degrees)
 
 
@@ -611,11 +651,13 @@ def _numbers_close(a: Any, b: Any, precision: int, inexact: bool) -> bool:
         return False
     if x.is_infinite or y.is_infinite:
         return bool(x == y)
+    if inexact and x.is_real and y.is_real:  # the fast path's rule: rounded to `precision` decimals
+        return _close(Fraction(str(x)), Fraction(str(y)), False, precision)
     tolerance = sympy.Rational(1, 10**precision) if inexact else sympy.Rational(1, 10 ** (digits - 5))
     return bool(abs(x - y) <= tolerance * max(abs(x), abs(y)))
 
 
-def _expr_equal(a: Any, b: Any, precision: int, inexact: bool) -> bool:
+def _expr_equal(a: Any, b: Any, precision: int, inexact: bool, strict: bool = True) -> bool:
     import sympy
 
     if a == b:
@@ -631,7 +673,16 @@ def _expr_equal(a: Any, b: Any, precision: int, inexact: bool) -> bool:
         if not inexact and sympy.simplify(a - b) == 0:
             return True
         return _numbers_close(a, b, precision, inexact)
+    imaginary = sympy.Symbol("i")
+    if imaginary in a.free_symbols | b.free_symbols:  # "1+2i" against "i(2-i)": i is the imaginary unit
+        a_i, b_i = a.subs(imaginary, sympy.I), b.subs(imaginary, sympy.I)
+        if (a_i.is_number and b_i.is_number) or a_i.free_symbols == b_i.free_symbols:
+            if sympy.simplify(a_i - b_i) == 0:
+                return True
     if a.free_symbols != b.free_symbols:
+        if not strict and len(a.free_symbols) == len(b.free_symbols) == 1:  # f(x) against f(y)
+            b = b.subs(next(iter(b.free_symbols)), next(iter(a.free_symbols)))
+            return bool(sympy.simplify(a - b) == 0)
         return False
     if sympy.simplify(a - b) == 0:
         return True
@@ -639,6 +690,15 @@ def _expr_equal(a: Any, b: Any, precision: int, inexact: bool) -> bool:
         points = [{s: sympy.Rational(k + 2, 7 + k) for s in a.free_symbols} for k in range(3)]
         return all(_numbers_close(a.subs(p), b.subs(p), precision, True) for p in points)
     return False
+
+
+def _is_label(equation: Any) -> bool:
+    """An equation `name = value` (or `f(x) = value`) whose left side is only a name for its right side."""
+    import sympy
+    from sympy.core.function import AppliedUndef
+
+    lhs = equation.lhs
+    return isinstance(lhs, (sympy.Symbol, AppliedUndef)) and not equation.rhs.has(lhs)
 
 
 def _as_set(value: Any) -> Any:
@@ -652,12 +712,12 @@ def _as_set(value: Any) -> Any:
     return value.as_set()
 
 
-def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bool) -> bool:
+def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bool, strict: bool = True) -> bool:
     import sympy
     from sympy.matrices import MatrixBase
 
     def same(x: Any, y: Any) -> bool:
-        return _equal(x, y, precision, inexact, allow_set_relation)
+        return _equal(x, y, precision, inexact, allow_set_relation, strict)
 
     def same_elements(xs: Sequence[Any], ys: Sequence[Any]) -> bool:
         return all(any(same(x, y) for y in ys) for x in xs) and all(any(same(x, y) for x in xs) for y in ys)
@@ -678,16 +738,16 @@ def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bo
     g_rel = isinstance(g, (sympy.Rel, sympy.And, sympy.Or))
     p_rel = isinstance(p, (sympy.Rel, sympy.And, sympy.Or))
     if g_eq and p_eq:
-        if isinstance(g.lhs, sympy.Symbol) and g.lhs == p.lhs and g.lhs not in g.rhs.free_symbols:
-            return same(g.rhs, p.rhs)  # assignments x = v: compare values
+        if _is_label(g) and _is_label(p) and (g.lhs == p.lhs or not isinstance(g.lhs, sympy.Symbol)):
+            return same(g.rhs, p.rhs)  # assignments x = v, f(x) = 2x + 3 against y = 2x + 3: compare values
         g_zero, p_zero = g.lhs - g.rhs, p.lhs - p.rhs  # equations: same up to a nonzero constant factor
         if g_zero == 0 or p_zero == 0:
             return bool(g_zero == p_zero)
         ratio = sympy.simplify(g_zero / p_zero)
         return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
-    if p_eq and isinstance(p.lhs, sympy.Symbol) and not g_rel:  # "x = 5" for a gold of 5
+    if p_eq and _is_label(p) and not g_rel:  # "x = 5" for a gold of 5
         return same(g, p.rhs)
-    if g_eq and isinstance(g.lhs, sympy.Symbol) and not p_rel:
+    if g_eq and _is_label(g) and not p_rel:  # a gold "f(x) = 2x + 3" for "2x + 3"
         return same(g.rhs, p)
     g_set, p_set = isinstance(g, sympy.Set), isinstance(p, sympy.Set)
     if g_rel or p_rel:
@@ -718,7 +778,7 @@ def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bo
             and all(same(x, y) for x, y in zip(g, p, strict=True))
         )
     if isinstance(g, sympy.Expr) and isinstance(p, sympy.Expr):
-        return _expr_equal(g, p, precision, inexact)
+        return _expr_equal(g, p, precision, inexact, strict)
     return bool(g == p)
 
 
@@ -728,6 +788,8 @@ def _slow_compare(gold: str, pred: str, precision: int, strict: bool, allow_set_
 
     if _text_form(gold) and _text_form(gold) == _text_form(pred):
         return Comparison(True, "slow")
+    if len(_PRIME_RE.findall(_normalize(gold).text)) != len(_PRIME_RE.findall(_normalize(pred).text)):
+        return Comparison(False, "slow", note="the answers differ in primes (E against E')")
     try:
         g = _parse_gold(gold)
     except _Unparsed as exc:
@@ -745,12 +807,12 @@ def _slow_compare(gold: str, pred: str, precision: int, strict: bool, allow_set_
         elif p.degrees and isinstance(pv, sympy.Expr) and isinstance(gv, sympy.Expr) and gv.has(sympy.pi):
             pv = pv * degrees_to_radians
     try:
-        if _equal(gv, pv, precision, inexact, allow_set_relation):
+        if _equal(gv, pv, precision, inexact, allow_set_relation, strict):
             return Comparison(True, "slow")
         exprs = isinstance(gv, sympy.Expr) and isinstance(pv, sympy.Expr)
-        if not strict and g.percent != p.percent and exprs:
+        if g.percent != p.percent and exprs:  # 10\% is also 0.1 (and, above, 10)
             gv, pv = (gv / 100 if g.percent else gv), (pv / 100 if p.percent else pv)
-            return Comparison(_equal(gv, pv, precision, inexact, allow_set_relation), "slow")
+            return Comparison(_equal(gv, pv, precision, inexact, allow_set_relation, strict), "slow")
     except _TooLarge as exc:
         return Comparison(False, "slow", error=f"refused to evaluate {exc}")
     return Comparison(False, "slow")

@@ -51,10 +51,38 @@ EQUIVALENCE = [
     ("5", "6 \\text{ cm}", False),
     ("\\text{yes}", "yes", True),
     ("\\text{(A)}", "A", True),
-    # percentages: a percent sign is a unit in strict mode
+    # percentages: 10% is 0.1, and also 10 (as math-verify reads a bare number against a percentage)
     ("50\\%", "50", True),
-    ("50\\%", "0.5", False),
+    ("50\\%", "0.5", True),
+    ("0.6", "60%", True),
+    ("50\\%", "0.6", False),
+    ("0.28", "28", False),
     ("25%", "25\\%", True),
+    # mixed numbers, separators, glued units
+    ("3128 1/2", "3128.5", True),
+    ("1.5", "1 1/2", True),
+    ("1 3/2", "2.5", False),  # not a mixed number
+    ("11,\\! 111,\\! 111,\\! 100", "11111111100", True),
+    ("40,\\!000", "40000", True),
+    ("10weeks", "10", True),
+    # letters in styles are the letter; a prime is part of the answer
+    ("E", "\\mathrm{E}", True),
+    ("\\mathcal{B}", "B", True),
+    ("E", "E'", False),
+    ("f'(x)", "f(x)", False),
+    # labels left of "=", complex numbers, degrees inside trigonometry
+    ("f(x) = 2x + 3", "2x + 3", True),
+    ("f(x) = 2x + 3", "y = 2x + 3", True),
+    ("I_{\\max }=\\frac{q_{0}}{\\sqrt{2 L C}}", "\\frac{ q_{0} }{ \\sqrt{2 C L}  }", True),
+    ("1+2i", "i(2-i)", True),
+    ("-1", "i^2", True),
+    ("1+2i", "2+i", False),
+    ("\\sin(90^{\\circ}-x)", "\\cos(x)", True),
+    ("\\sin(30^\\circ)", "\\frac{1}{2}", True),
+    # decimals round to `precision` places: pi is not 3.14159, nor sqrt(2) 1.41421
+    ("\\pi", "3.14159", False),
+    ("\\sqrt2", "1.41421", False),
+    ("\\pi", "3.1415927", True),
     # assignments
     ("5", "x = 5", True),
     ("5", "x = 6", False),
@@ -87,6 +115,11 @@ EQUIVALENCE = [
     ("(1,2,3)", "(1,3,2)", False),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}", True),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\4&3\\end{pmatrix}", False),
+    (
+        "\\begin{pmatrix}0&1\\\\1&0\\end{pmatrix}",
+        "\\begin{bmatrix} 0 & 1 \\\\ 1 & 0 \\end{bmatrix}",
+        True,
+    ),  # spaces at \\\\
     # equations as equations
     ("y=2x+1", "2x-y+1=0", True),
     ("3x-y+13=0", "-6x+2y-26=0", True),
@@ -108,12 +141,16 @@ def test_equivalence_table(gold: str, pred: str, expected: bool) -> None:
     assert result.equal is expected, result
 
 
-def test_percent_as_fraction_only_when_not_strict() -> None:
-    assert not is_equivalent("50\\%", "0.5")
-    assert is_equivalent("50\\%", "0.5", strict=False)
-    assert is_equivalent("0.5", "50%", strict=False)
-    assert is_equivalent("\\frac{1}{4}", "25\\%", strict=False)
-    assert not is_equivalent("50\\%", "0.6", strict=False)
+def test_a_percentage_equals_its_fraction_on_both_paths() -> None:
+    for gold, pred in [("50\\%", "0.5"), ("0.5", "50%"), ("\\frac{1}{4}", "25\\%"), ("\\frac{\\pi}{4}", "25\\% \\pi")]:
+        assert is_equivalent(gold, pred), (gold, pred)
+    assert not is_equivalent("50\\%", "0.6") and not is_equivalent("\\frac{1}{4}", "2.5\\%")
+
+
+def test_strict_false_lets_a_single_variable_be_renamed() -> None:
+    assert not is_equivalent("x^2 + 1", "y^2 + 1")
+    assert is_equivalent("x^2 + 1", "y^2 + 1", strict=False)
+    assert not is_equivalent("x^2 + 1", "y^2 + 2", strict=False)
 
 
 def test_set_relation_only_when_allowed() -> None:
@@ -122,10 +159,11 @@ def test_set_relation_only_when_allowed() -> None:
     assert not is_equivalent("[2, \\infty)", "x > 2", allow_set_relation=True)
 
 
-def test_precision_is_relative() -> None:
-    assert is_equivalent("1000000", "1000000.5", precision=6)
-    assert not is_equivalent("1000000", "1000000.5", precision=7)
-    assert not is_equivalent("0.000001", "0.0000015")  # an absolute 1e-6 would call these equal
+def test_precision_is_decimal_places_with_a_relative_floor() -> None:
+    assert is_equivalent("3.14159", "\\pi", precision=5) and not is_equivalent("3.14159", "\\pi", precision=6)
+    assert is_equivalent("1000000", "1000000.0000004") and not is_equivalent("1000000", "1000000.5")
+    assert not is_equivalent("0.000001", "0.0000015")  # both round to 0.000001..0.000002: the relative bound decides
+    assert not is_equivalent("\\frac{1}{2^{99}}", "0.0")  # both round to 0 at 6 places
 
 
 def test_plain_numbers_take_the_fast_path() -> None:
