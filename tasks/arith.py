@@ -34,8 +34,8 @@ def demo_reward() -> Rubric:
     """
     return Rubric(
         {
-            "correct": (MathVerifier(), 1.0),
-            "number": (MathVerifier(fallback_last_number=True), 0.5),
+            "correct": (MathVerifier(extraction="anchored"), 1.0),
+            "number": (MathVerifier(extraction="anchored", fallback_last_number=True), 0.5),
             "format": (BoxedFormat(), 0.25),
         },
         pass_part="correct",

@@ -37,7 +37,7 @@ class GuessVerifier:
 
     def __call__(self, completion: str, task: Task) -> Verdict:
         """1.0 for the secret, else 0 with details["direction"] ("higher"/"lower") or a reason."""
-        raw = extract_answer(completion)
+        raw = extract_answer(completion, mode="anchored")
         try:
             guess = int(raw.strip()) if raw is not None else None
         except ValueError:

@@ -33,6 +33,7 @@ from fractions import Fraction
 from multiprocessing.connection import Connection
 from typing import Any
 
+from llmenv.errors import VerifierError
 from llmenv.types import Task, Verdict
 from llmenv.verifiers.base import BaseVerifier
 
@@ -49,34 +50,42 @@ WORKER_MEMORY_BYTES = 4 << 30  # address-space limit of a worker, so a blow-up c
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BRACE_RE = re.compile(r"\\[\\{}]|[{}]")  # escaped braces (\{ \}) and \\ are not groups
 _ANSWER_RE = re.compile(r"(?i)\banswer\b(?:\s{0,20}is\b\s{0,5}:?|\s{0,20}:)")
-_NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
+_NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})+(?:\.\d+)?|-?\d+(?:[.,]\d+)?|-?\.\d+")
+_DECIMAL_COMMA_RE = re.compile(r"-?(?:0|\d+(?=,\d{1,2}$|,\d{4,}$)|0\d*),\d+")  # 1000,99 / 1,22 / 0,111
 _SENTENCE_END_RE = re.compile(r"\.(?:\s|$)")
 
 
-def _last_boxed(text: str) -> str | None:
-    boxes = [m.end() for m in _BOX_RE.finditer(text)]
-    if not boxes:
-        return None
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """Every complete \\boxed{...} / \\fbox{...} (and bare "\\boxed 5") as (start, end, content), in order."""
+    starts = [(m.start(), m.end()) for m in _BOX_RE.finditer(text)]
+    if not starts:
+        return []
     closing: dict[int, int] = {}  # position of "{" -> position of its "}"
     stack: list[int] = []
-    for m in _BRACE_RE.finditer(text, boxes[0]):
+    for m in _BRACE_RE.finditer(text, starts[0][1]):
         token = m.group()
         if token == "{":
             stack.append(m.start())
         elif token == "}" and stack:
             closing[stack.pop()] = m.start()
-    for end in reversed(boxes):
+    found = []
+    for begin, end in starts:
         start = end
         while start < len(text) and text[start] == " ":
             start += 1
         if start < len(text) and text[start] == "{":
-            if start in closing:  # an unclosed \boxed{ falls through to the one before it
-                return text[start + 1 : closing[start]].strip()
+            if start in closing:  # an unclosed \boxed{ is skipped
+                found.append((begin, closing[start] + 1, text[start + 1 : closing[start]].strip()))
             continue
         bare = re.match(r"[^\s$]+", text[start : start + MAX_ANSWER_CHARS])
         if start > end and bare:  # "\boxed 5"
-            return bare.group().rstrip(".")
-    return None
+            found.append((begin, start + bare.end(), bare.group().rstrip(".")))
+    return found
+
+
+def _last_boxed(text: str) -> str | None:
+    found = _boxes(text)
+    return found[-1][2] if found else None
 
 
 def _clean_tail(line: str) -> str | None:
@@ -91,11 +100,19 @@ def _clean_tail(line: str) -> str | None:
     return line or None
 
 
-def extract_answer(text: str, *, fallback_last_number: bool = False) -> str | None:
-    """The final answer of a completion: last \\boxed{}, else "answer is X", else "#### X", else None."""
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed
+EXTRACTION_MODES = ("auto", "anchored", "boxed")
+"""How a completion's answer is found: "boxed" takes the last \\boxed{} only (a run that rewards the format);
+"anchored" also takes "the answer is X" / "Answer: X" lines and GSM8K's "#### X"; "auto" (the default)
+adds Minerva's "Final Answer: The final answer is X", then the last math block ($...$, $$...$$, \\[...\\],
+\\(...\\)), then the last number."""
+
+_FINAL_RE = re.compile(r"(?i)final\s+answer\s*(?::|is\b)")
+_IS_RE = re.compile(r"(?i)\s(?:is|are|equals|=)\s+")
+_HEDGE_GAP_RE = re.compile(r"\s*(?:,|;|or|and|\\text\{\s*(?:or|and)\s*\}|\\quad|\$|\s)*\s*")
+
+
+def _anchored(text: str) -> str | None:
+    """The answer after the last "answer is" / "Answer:" (inside a "Final Answer" sentence too), or after "####"."""
     last = None
     for match in _ANSWER_RE.finditer(text):
         last = match
@@ -110,13 +127,119 @@ def extract_answer(text: str, *, fallback_last_number: bool = False) -> str | No
         answer = _clean_tail(text[hashes + 4 : line_end if line_end >= 0 else len(text)])
         if answer is not None:
             return answer
-    if fallback_last_number:
-        number = None
-        for match in _NUMBER_RE.finditer(text):
-            number = match
-        if number is not None:
-            return number.group()
     return None
+
+
+def _final_sentence(text: str) -> str | None:
+    """The answer of a "Final Answer: ..." line: "The largest $n$ is 34." -> "34", "$28 \\%$. I hope" -> "28 \\%"."""
+    last = None
+    for match in _FINAL_RE.finditer(text):
+        last = match
+    if last is None:
+        return None
+    line_end = text.find("\n", last.end())
+    tail = text[last.end() : line_end if line_end >= 0 else len(text)].strip()
+    block = _leading_math_block(tail)
+    if block is None:
+        verb = _IS_RE.search(tail)
+        if verb is not None:
+            tail = tail[verb.end() :].lstrip()
+            block = _leading_math_block(tail)
+    return block if block is not None else _clean_tail(tail)
+
+
+_DELIMITER_RE = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)|\n")
+_CLOSER = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
+
+
+def _math_blocks(text: str) -> list[tuple[int, int, str]]:
+    """Every $...$, $$...$$, \\[...\\] and \\(...\\) as (start, end, content), in one linear pass.
+
+    Inline blocks ($, \\() end at a newline unclosed; display blocks ($$, \\[) may span lines. A regex
+    with a lazy `.+?` per opener would rescan the rest of the text for every opener (quadratic).
+    """
+    blocks: list[tuple[int, int, str]] = []
+    opener: str | None = None
+    start = 0
+    for m in _DELIMITER_RE.finditer(text):
+        token = m.group()
+        if token == "\\$":
+            continue
+        if opener is None:
+            if token in _CLOSER:
+                opener, start = token, m.end()
+        elif token == "\n" and opener in ("$", "\\("):
+            opener = None
+        elif token == _CLOSER[opener]:
+            content = text[start : m.start()].strip()
+            if content:
+                blocks.append((start, m.start(), content))
+            opener = None
+    return blocks
+
+
+def _last_math_block(text: str) -> str | None:
+    """The content of the last $...$, $$...$$, \\[...\\] or \\(...\\) that holds something."""
+    blocks = _math_blocks(text)
+    return blocks[-1][2] if blocks else None
+
+
+def _leading_math_block(text: str) -> str | None:
+    """The content of the math block `text` starts with, if it starts with one."""
+    blocks = _math_blocks(text)
+    if blocks and not text[: blocks[0][0]].strip().strip("$").strip("\\[(").strip():
+        return blocks[0][2]
+    return None
+
+
+def _last_number(text: str) -> str | None:
+    number = None
+    for match in _NUMBER_RE.finditer(text):
+        number = match
+    return number.group() if number is not None else None
+
+
+def _trailing_boxes(text: str) -> list[str]:
+    """The contents of the \\boxed{} answers that end the text one after another ("\\boxed{2}, \\boxed{3}")."""
+    found = _boxes(text)
+    if not found:
+        return []
+    run = [found[-1]]
+    for earlier in reversed(found[:-1]):
+        if _HEDGE_GAP_RE.fullmatch(text[earlier[1] : run[0][0]]) is None:
+            break
+        run.insert(0, earlier)
+    return [content for _, _, content in run]
+
+
+def extract_answer(text: str, *, mode: str = "auto", fallback_last_number: bool = False) -> str | None:
+    """The final answer of a completion, found as `mode` says (see EXTRACTION_MODES), or None.
+
+    `fallback_last_number` adds the last number to the "boxed" and "anchored" modes ("auto" has it).
+    """
+    if mode not in EXTRACTION_MODES:
+        raise ValueError(f"mode must be one of {EXTRACTION_MODES}, got {mode!r}")
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed
+    answer = _final_sentence(text) if mode == "auto" else None
+    if answer is None and mode != "boxed":
+        answer = _anchored(text)
+    if answer is None and mode == "auto":
+        answer = _last_math_block(text)
+    if answer is None and (mode == "auto" or fallback_last_number):
+        answer = _last_number(text)
+    return answer
+
+
+def _looks_like_text(answer: str) -> bool:
+    """Whether `answer` is a completion (prose, math delimiters, a box) rather than a bare answer."""
+    if "\n" in answer or _BOX_RE.search(answer) or "$" in answer or "\\[" in answer or "\\(" in answer:
+        return True
+    if "####" in answer or _ANSWER_RE.search(answer) or _FINAL_RE.search(answer):
+        return True
+    words = re.findall(r"(?<![\\A-Za-z])[A-Za-z]{2,}", _TEXT_CMD_RE.sub("", answer))
+    return len(words) >= 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,12 +247,14 @@ def extract_answer(text: str, *, fallback_last_number: bool = False) -> str | No
 
 _WRAP_PAIRS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _NOISE_RE = re.compile(r"\\\\|\\(?:left|right|displaystyle|mathrm|mathbf|textstyle)(?![A-Za-z])|\\[!,;: ]|~")
-_DIGIT_GAP_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|\\!|\\,)\s*(?=\d)")  # 40,\!000 and 40\,000 and 14{,}916
+_DIGIT_GAP_RE = re.compile(r"(?<=\d)\s*(?:\{\s*,\s*\}|,\\!|\\!|\\,)\s*(?=\d)")  # 40,\!000 and 40\,000 and 14{,}916
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
 _INNER_DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|°")
 _TRAILING_TEXT_RE = re.compile(r"\s*\\(?:text|textbf|textrm|mbox|mathrm|operatorname)\s*\{[^{}]*\}\s*$")
 _DEGREE_RE = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree)\s*$")
-_PERCENT_RE = re.compile(r"\s*\\?%\s*$")
+_PERCENT_RE = re.compile(r"\s*(?:\\?%|\\text\{\s*\\?%\s*\}|(?<![A-Za-z])(?:percent(?:age)?|pct)\.?)\s*$", re.I)
+_APPROX_RE = re.compile(r"\s*(?:\\approx|\\sim|≈).*$", re.S)
+_CHAIN_SPLIT_RE = re.compile(r"(?<![<>!=\\])=(?!=)")
 _ASSIGNMENT_RE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=\s*([^=<>]+)$")
 _NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+"
 _UNITS = r"(?:[A-Za-z]{3,}|\s+[A-Za-z][A-Za-z.]+(?:\^\{?\d\}?)?)?(?:\s+[A-Za-z][A-Za-z.]+(?:\^\{?\d\}?)?)*"
@@ -174,6 +299,7 @@ def _normalize(answer: str) -> _Normalized:
     text = _NOISE_RE.sub(lambda m: m.group() if m.group() == "\\\\" else " ", text).strip().rstrip(".").strip()
     if text.startswith("\\$"):
         text = text[2:].strip()
+    text = _collapse_chain(_drop_approximation(text))
     percent = degrees = False
     for _ in range(3):
         stripped = _TRAILING_TEXT_RE.sub("", text)
@@ -184,6 +310,30 @@ def _normalize(answer: str) -> _Normalized:
         if _DEGREE_RE.search(text):
             degrees, text = True, _DEGREE_RE.sub("", text)
     return _Normalized(text.strip(), percent, degrees)
+
+
+def _drop_approximation(text: str) -> str:
+    """ "1/3 \\approx 0.33" -> "1/3" (the exact value was given); "\\Delta p \\approx v" -> "\\Delta p = v" (a name)."""
+    match = _APPROX_RE.search(text)
+    if match is None:
+        return text
+    before = text[: match.start()]
+    if _LABEL_NAME_RE.fullmatch(before) and "=" not in before:
+        return re.sub(r"\\approx|\\sim|≈", "=", text, count=1)
+    return before.strip() or text
+
+
+def _collapse_chain(text: str) -> str:
+    """ "x = 5+5+1 = 7 = 11" -> "x = 11" (a label keeps the last value), "2+3 = 5" stays, "a = b = 5" -> "a = 5"."""
+    if text.count("=") < 2 or _nesting(text) > MAX_NESTING:
+        return text
+    parts = [part.strip() for part in _top_level_split(text, "=") if part.strip()]
+    if len(parts) < 3 or any(sep in text for sep in ("\\leq", "\\geq", "<", ">", "\\neq")):
+        return text
+    if len(_top_level_split(text, ",")) > 1 or len(_top_level_split(text, ";")) > 1:  # x = 1, y = 2: a list
+        return text
+    first, last = parts[0], parts[-1]
+    return f"{first} = {last}" if _LABEL_NAME_RE.fullmatch(first) else last
 
 
 @dataclass(frozen=True)
@@ -211,6 +361,8 @@ def _parse_plain(answer: str, *, assignment: bool = True) -> _Plain | None:
         match = _ASSIGNMENT_RE.match(text)
         if match:
             text = _normalize(match.group(1)).text
+    if _DECIMAL_COMMA_RE.fullmatch(text):  # a decimal comma: no thousands group has other than 3 digits
+        text = text.replace(",", ".")
     match = _PLAIN_RE.fullmatch(text)
     if match is None:
         return None
@@ -336,11 +488,40 @@ def compare(
 ) -> Comparison:
     """Compare a predicted answer with the reference; never raises, returns within `timeout` seconds."""
     started = time.monotonic()
-    decided = _decide_in_process(gold, pred, precision, strict)
+    gold, pred_answer = answer_of(gold), answer_pair(gold, pred)
+    if pred_answer is None:
+        return Comparison(False, "fast", note="no answer found")
+    decided = _decide_in_process(gold, pred_answer, precision, strict)
     if decided is not None:
         return decided
-    request = (gold, pred, precision, strict, allow_set_relation)
+    request = (gold, pred_answer, precision, strict, allow_set_relation)
     return _POOL.run(request, started + timeout)
+
+
+def answer_of(text: str, *, mode: str = "auto") -> str:
+    """`text` itself when it is a bare answer; else the answer `extract_answer` finds in it (or `text`)."""
+    if len(text) > MAX_ANSWER_CHARS * 50 or not _looks_like_text(text):
+        return text
+    return extract_answer(text, mode=mode) or text
+
+
+def answer_pair(gold: str, completion: str, *, mode: str = "auto") -> str | None:
+    """The answer of `completion` to compare with `gold`, or None when it gives none or hedges.
+
+    In "auto" mode a bare answer is its own answer, and several boxed answers in a row ("\\boxed{2},
+    \\boxed{3}") are one answer, a set, when the gold has several parts; for a one-part gold, different
+    boxed answers in a row hedge and are not an answer. The strict modes take the last box, as before.
+    """
+    if mode != "auto":  # the strict modes take exactly what `extract_answer` finds, the last box first
+        return extract_answer(completion, mode=mode)
+    if not _looks_like_text(completion):
+        return completion
+    boxes = _trailing_boxes(completion)
+    if len(boxes) > 1 and len({_text_form(b) for b in boxes}) > 1:
+        if len(_top_level_split(_normalize(gold).text.strip("{}\\"))) > 1:
+            return ", ".join(boxes)
+        return None
+    return extract_answer(completion, mode=mode)
 
 
 def _decide_in_process(gold: str, pred: str, precision: int, strict: bool) -> Comparison | None:
@@ -383,7 +564,13 @@ def compare_batch(
     options = {"precision": 6, "strict": True, "allow_set_relation": False} | kwargs
     results: list[Comparison | None] = [None] * len(golds)
     slow: list[int] = []
+    golds = [answer_of(gold) for gold in golds]
+    answers = [answer_pair(gold, pred) for gold, pred in zip(golds, preds, strict=True)]
+    preds = [answer or "" for answer in answers]
     for i, (gold, pred) in enumerate(zip(golds, preds, strict=True)):
+        if answers[i] is None:
+            results[i] = Comparison(False, "fast", note="no answer found")
+            continue
         results[i] = _decide_in_process(gold, pred, options["precision"], options["strict"])
         if results[i] is None:
             slow.append(i)
@@ -557,6 +744,7 @@ class _Parsed:
     degrees: bool
 
 
+_LABEL_NAME_RE = re.compile(r"\s*(?:(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{[^{}]*\}|_\w)?\s*){1,2}(?:\([^()=]*\))?\s*")
 _LABEL_RE = re.compile(r"\s*((?:[A-Za-z]|\\[A-Za-z]+)(?:_\{[^{}]*\}|_\w)?(?:\s*\([^()=]*\))?)\s*=\s*([^=<>]+)")
 _ELLIPSIS_RE = re.compile(r"\\[lc]?dots[bc]?(?![A-Za-z])|\\ldotp|\.\.\.|…")
 
@@ -698,7 +886,10 @@ def _is_label(equation: Any) -> bool:
     from sympy.core.function import AppliedUndef
 
     lhs = equation.lhs
-    return isinstance(lhs, (sympy.Symbol, AppliedUndef)) and not equation.rhs.has(lhs)
+    names = lhs.args if isinstance(lhs, sympy.Mul) else (lhs,)  # "\\Delta p" reads as delta*p
+    if not names or not all(isinstance(name, (sympy.Symbol, AppliedUndef)) for name in names):
+        return False
+    return not any(equation.rhs.has(name) for name in names)
 
 
 def _as_set(value: Any) -> Any:
@@ -745,7 +936,7 @@ def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bo
             return bool(g_zero == p_zero)
         ratio = sympy.simplify(g_zero / p_zero)
         return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
-    if p_eq and _is_label(p) and not g_rel:  # "x = 5" for a gold of 5
+    if p_eq and not g_rel:  # "x = 5" or "2 + 3 = 5" for a gold of 5: the last value is the answer
         return same(g, p.rhs)
     if g_eq and _is_label(g) and not p_rel:  # a gold "f(x) = 2x + 3" for "2x + 3"
         return same(g.rhs, p)
@@ -852,11 +1043,26 @@ def _serve(fd: int) -> None:
 
 
 class MathVerifier(BaseVerifier):
-    """Reward 1.0 when the completion's final answer equals `task.answer`, else 0.0; bounded in time."""
+    """Reward 1.0 when the completion's final answer equals `task.answer`, else 0.0; bounded in time.
+
+    `extraction` is how the answer is found (EXTRACTION_MODES: "auto" by default, "boxed" to reward
+    only answers in \\boxed{}, "anchored" for boxed or "answer is" / "####" lines); a gold answer may
+    be a bare answer, `$`-delimited, or a worked solution whose answer is found the same way.
+    """
 
     time_bounded = True
 
-    def __init__(self, *, fallback_last_number: bool = False, timeout: float = 5.0, strict: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        extraction: str = "auto",
+        fallback_last_number: bool = False,
+        timeout: float = 5.0,
+        strict: bool = True,
+    ) -> None:
+        if extraction not in EXTRACTION_MODES:
+            raise VerifierError(f"extraction must be one of {EXTRACTION_MODES}, got {extraction!r}")
+        self.extraction = extraction
         self.fallback_last_number = fallback_last_number
         self.timeout = timeout
         self.strict = strict
@@ -879,15 +1085,19 @@ class MathVerifier(BaseVerifier):
             if task.answer is None:
                 verdicts[i] = Verdict.failure("task has no reference answer", name="correct")
                 continue
-            extracted = extract_answer(completion, fallback_last_number=self.fallback_last_number)
+            gold = answer_of(task.answer)
+            extracted = answer_pair(gold, completion, mode=self.extraction)
+            hedged = extracted is None and self.extraction == "auto" and len(_trailing_boxes(completion)) > 1
+            if extracted is None and self.fallback_last_number and not hedged:
+                extracted = _last_number(completion)
             details: dict[str, Any] = {"extracted": extracted, "gold": task.answer}
             if extracted is None:
-                details["reason"] = "no answer found"
+                details["reason"] = "hedged between different boxed answers" if hedged else "no answer found"
                 verdicts[i] = Verdict(reward=0.0, passed=False, parts={"correct": 0.0}, details=details)
             else:
                 pending.append((i, extracted, details))
         results = compare_batch(
-            [tasks[i].answer or "" for i, _, _ in pending],
+            [answer_of(tasks[i].answer or "") for i, _, _ in pending],
             [extracted for _, extracted, _ in pending],
             processes=processes,
             strict=self.strict,

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from llmenv.errors import VerifierError
 from llmenv.types import Task
 from llmenv.verifiers.base import call_verifier, check_verifier
 from llmenv.verifiers.math import (
@@ -203,22 +204,47 @@ def test_extract_answer(text: str, expected: str | None) -> None:
     assert extract_answer(text) == expected
 
 
-def test_fallback_last_number_is_opt_in() -> None:
+def test_the_last_number_is_the_answer_of_last_resort_in_auto_mode_only() -> None:
     text = "first 3 then 1,234.5 and -2 at the end"
-    assert extract_answer(text) is None
-    assert extract_answer(text, fallback_last_number=True) == "-2"
+    assert extract_answer(text) == "-2"
+    assert extract_answer(text, mode="anchored") is None and extract_answer(text, mode="boxed") is None
+    assert extract_answer(text, mode="anchored", fallback_last_number=True) == "-2"
+    assert extract_answer("The answer is 4, or \\boxed{5}", mode="boxed") == "5"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        extract_answer(text, mode="lenient")
 
 
 @pytest.mark.parametrize(
     "text",
-    ["\\boxed{" * 10_000, "x" * 1_000_000 + "\\boxed{1}", "{" * 200_000 + "}" * 200_000, "9" * 1_000_000],
-    ids=["boxed-x10000", "megabyte-then-box", "nested-braces", "megabyte-digits"],
+    [
+        "\\boxed{" * 10_000,
+        "x" * 1_000_000 + "\\boxed{1}",
+        "{" * 200_000 + "}" * 200_000,
+        "9" * 1_000_000,
+        "\\[" * 100_000,
+        "\\(" * 100_000,
+        "$$" * 100_000 + "x",
+        "Final Answer: " + " is " * 100_000,
+        "the answer is " * 50_000,
+    ],
+    ids=[
+        "boxed-x10000",
+        "megabyte-then-box",
+        "nested-braces",
+        "megabyte-digits",
+        "open-brackets",
+        "open-parens",
+        "dollar-pairs",
+        "final-is",
+        "answer-is",
+    ],
 )
 def test_extraction_is_linear_on_hostile_text(text: str) -> None:
     # a bound on a hang: linear takes under 0.1 s here, a quadratic scan of these takes minutes to hours
     started = time.perf_counter()
     extract_answer(text, fallback_last_number=True)
-    assert time.perf_counter() - started < 5.0
+    MathVerifier()(text, Task("q", answer="5"))
+    assert time.perf_counter() - started < 10.0
 
 
 HOSTILE = [
@@ -331,3 +357,47 @@ def test_prestart_boots_a_worker_in_the_background_that_then_serves_slow_compari
     result = compare("\\frac{x^2-1}{x-1}", "x+1")
     assert result.path == "slow" and result.equal
     assert worker.ready and math_module._POOL.idle == [worker]  # the prestarted worker did the comparison
+
+
+FREE_TEXT = [  # (gold, completion, reward): the text path a task's reward takes, one case per family
+    ("$x \\geq 5$", "Therefore $x \\geq 5$ is the solution.", 1.0),  # an inline math block, no box
+    ("9", "So we get \\[ 9 \\]", 1.0),  # display math
+    ("\\frac{1}{3}", "We find \\( k = \\frac13 \\).", 1.0),  # \( \), a label, a malformed fraction
+    ("34", "Final Answer: The largest $n$ is 34.", 1.0),  # Minerva's sentence
+    ("28\\%", "Final Answer: The final answer is $28 \\%$. I hope it is correct.", 1.0),
+    ("72", "She sold 48 + 24 = 72 clips.\n#### 72", 1.0),  # GSM8K
+    ("\\{2, 3, 5\\}", "The primes are \\boxed{2}, \\boxed{3} and \\boxed{5}.", 1.0),  # several boxes, a set
+    ("3", "It is either \\boxed{3} or \\boxed{5}.", 0.0),  # hedging between different answers
+    ("(3, 2)", "Solving, $(p,q) = (3,2)$.", 1.0),  # a label in front of a tuple
+    ("1000.99", "the total is 1000,99", 1.0),  # a European decimal comma
+    ("0.28", "28 percent", 1.0),  # percent in words
+    ("11", "$x = 5+5+1 = 7 =11$", 1.0),  # the last value of a chain
+    ("\\frac{\\sqrt{3}}{3}", "$\\frac{\\sqrt{3}}{3} \\approx 0.577$", 1.0),  # an approximation after the value
+    ("$\\frac{14}{3}$", "$f(-2)+f(-1)+f(0)=2+\\frac{5}{3}+1=\\boxed{\\frac{14}{3}}$", 1.0),  # a $-delimited gold
+    ("Let the answer be $n$. Then $\\boxed{12}$ is it.", "So $12$.", 1.0),  # a worked-solution gold
+    ("5", "First 3, then 4, and at last 5", 1.0),  # the last number as the last resort
+    ("5", "I could not finish the", 0.0),  # cut before any answer
+]
+
+
+@pytest.mark.parametrize(("gold", "completion", "reward"), FREE_TEXT)
+def test_answers_are_found_in_free_text(gold: str, completion: str, reward: float) -> None:
+    verdict = MathVerifier()(completion, Task("q", answer=gold))
+    assert verdict.error is None, verdict
+    assert verdict.reward == reward, dict(verdict.details)
+
+
+def test_strict_extraction_modes_reward_the_format() -> None:
+    task = Task("q", answer="9")
+    assert MathVerifier()("Therefore $9$.", task).reward == 1.0
+    assert MathVerifier(extraction="boxed")("Therefore $9$.", task).reward == 0.0
+    assert MathVerifier(extraction="boxed")("The answer is 9, so \\boxed{9}", task).reward == 1.0
+    assert MathVerifier(extraction="anchored")("The answer is 9.", task).reward == 1.0
+    assert MathVerifier(extraction="anchored")("3 + 6 = 9", task).reward == 0.0  # no box, no anchor
+    with pytest.raises(VerifierError, match="extraction must be one of"):
+        MathVerifier(extraction="loose")
+
+
+def test_is_equivalent_reads_free_text_predictions_too() -> None:
+    assert is_equivalent("$9$", "Answer \\[ 9 \\]") and is_equivalent("7425000", "7,425,000")
+    assert not is_equivalent("2", "AZYUK2A")
