@@ -238,8 +238,8 @@ def _looks_like_text(answer: str) -> bool:
         return True
     if "####" in answer or _ANSWER_RE.search(answer) or _FINAL_RE.search(answer):
         return True
-    words = re.findall(r"(?<![\\A-Za-z])[A-Za-z]{2,}", _TEXT_CMD_RE.sub("", answer))
-    return len(words) >= 3
+    bare = _COMMAND_RE.sub(" ", answer)  # \\begin{array}{cc}, \\text{...}: LaTeX, not prose
+    return len(re.findall(r"[A-Za-z]{2,}", bare)) >= 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,6 +248,7 @@ def _looks_like_text(answer: str) -> bool:
 _WRAP_PAIRS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _NOISE_RE = re.compile(r"\\\\|\\(?:left|right|displaystyle|mathrm|mathbf|textstyle)(?![A-Za-z])|\\[!,;: ]|~")
 _DIGIT_GAP_RE = re.compile(r"(?<=\d)\s*(?:\{\s*,\s*\}|,\\!|\\!|\\,)\s*(?=\d)")  # 40,\!000 and 40\,000 and 14{,}916
+_ARRAY_RE = re.compile(r"\\begin\{array\}\{[lcr|\s]*\}")  # an array of numbers is a matrix
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
 _INNER_DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|°")
 _TRAILING_TEXT_RE = re.compile(r"\s*\\(?:text|textbf|textrm|mbox|mathrm|operatorname)\s*\{[^{}]*\}\s*$")
@@ -293,6 +294,7 @@ def _unwrap(text: str) -> str:
 def _normalize(answer: str) -> _Normalized:
     text = _unwrap(answer)
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+    text = _ARRAY_RE.sub(r"\\begin{pmatrix}", text).replace("\\end{array}", "\\end{pmatrix}")
     text = _DIGIT_GAP_RE.sub(lambda m: "," if "," in m.group() else "", text)
     if _TRIG_RE.search(text):  # degrees inside trigonometry are an angle unit: sin(30^\circ) = 1/2
         text = _INNER_DEGREE_RE.sub(r"\\cdot\\frac{\\pi}{180}", text)
@@ -402,14 +404,15 @@ def _close(a: Fraction, b: Fraction, exact: bool, precision: int) -> bool:
     """Equal when exact; else equal after rounding both to `precision` decimals and within 10^-precision relatively.
 
     The rounding is math-verify's `float_rounding` (so pi is not 3.14159 at 6 decimals, and neither is
-    sqrt(2) 1.41421); the relative bound keeps two different tiny values from both rounding to 0.
+    sqrt(2) 1.41421); the relative bound (10^-(precision-1)) keeps two different tiny values from both
+    rounding to 0.
     """
     if exact:
         return a == b
     if _rounded(a, precision) != _rounded(b, precision):
         return False
     cross_a, cross_b = a.numerator * b.denominator, b.numerator * a.denominator  # in integers: faster
-    return abs(cross_a - cross_b) * 10**precision <= max(abs(cross_a), abs(cross_b))
+    return abs(cross_a - cross_b) * 10 ** (precision - 1) <= max(abs(cross_a), abs(cross_b))
 
 
 def _plain_equal(gold: _Plain, pred: _Plain, precision: int, strict: bool) -> bool:
@@ -499,9 +502,21 @@ def compare(
 
 
 def answer_of(text: str, *, mode: str = "auto") -> str:
-    """`text` itself when it is a bare answer; else the answer `extract_answer` finds in it (or `text`)."""
+    """A reference answer as an answer: `text` itself when bare, else what `extract_answer` finds in it.
+
+    A reference made of several boxed answers or math blocks joined by "and" / "or" / commas
+    ("\\boxed{1}\\boxed{2}", "$21,16$ or $11$") is one answer, the set of them.
+    """
     if len(text) > MAX_ANSWER_CHARS * 50 or not _looks_like_text(text):
         return text
+    boxes = _trailing_boxes(text)
+    if len(boxes) > 1:
+        return ", ".join(boxes)
+    blocks = _math_blocks(text)
+    if len(blocks) > 1 and all(
+        _HEDGE_GAP_RE.fullmatch(text[end:start].strip("$")) for (_, end, _), (start, _, _) in zip(blocks, blocks[1:])
+    ):
+        return ", ".join(content for _, _, content in blocks)
     return extract_answer(text, mode=mode) or text
 
 
@@ -514,18 +529,57 @@ def answer_pair(gold: str, completion: str, *, mode: str = "auto") -> str | None
     """
     if mode != "auto":  # the strict modes take exactly what `extract_answer` finds, the last box first
         return extract_answer(completion, mode=mode)
-    if not _looks_like_text(completion):
-        return completion
-    boxes = _trailing_boxes(completion)
-    if len(boxes) > 1 and len({_text_form(b) for b in boxes}) > 1:
-        if len(_top_level_split(_normalize(gold).text.strip("{}\\"))) > 1:
-            return ", ".join(boxes)
+    answer: str | None = completion
+    if _looks_like_text(completion):
+        boxes = _trailing_boxes(completion)
+        if len(boxes) > 1 and len({_text_form(b) for b in boxes}) > 1:
+            if len(_top_level_split(_normalize(gold).text.strip("{}\\"))) > 1:
+                return ", ".join(boxes)
+            return None
+        answer = extract_answer(completion, mode=mode)
+    return _last_value(gold, answer) if answer is not None else None
+
+
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+\*?(?:\s*\{[^{}]*\})*")
+_RELATION_RE = re.compile(r"=|<|>|\\(?:leq?|geq?|neq?|lt|gt|in|approx)(?![A-Za-z])")
+
+
+def _last_value(gold: str, answer: str) -> str:
+    """For a gold that is a value (no =, <, >), the part of `answer` after its last top-level "="."""
+    if "=" not in answer or _RELATION_RE.search(gold) or _nesting(answer) > MAX_NESTING:
+        return answer
+    parts = _top_level_split(answer, "=")
+    if len(parts) < 2 or any(p.rstrip().endswith(("<", ">", "!", "\\")) for p in parts[:-1]):
+        return answer
+    if len(_top_level_split(answer, ",")) > 1:  # "x = 1, y = 2": a list of assignments
+        return answer
+    return parts[-1].strip() or answer
+
+
+_TIME_RE = re.compile(r"\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\s*\{\s*)?(?:([AaPp])\.?\s*[Mm]\.?)?\s*\}?\s*")
+
+
+def _clock(answer: str) -> int | None:
+    """Seconds after midnight of a clock time ("20:34", "20:34:00", "08:34 P.M."), or None."""
+    match = _TIME_RE.fullmatch(_unwrap(answer))
+    if match is None:
         return None
-    return extract_answer(completion, mode=mode)
+    hours, minutes, seconds = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+    if match.group(4):
+        if not 1 <= hours <= 12:
+            return None
+        hours = hours % 12 + (12 if match.group(4) in "Pp" else 0)
+    if hours > 23 or minutes > 59 or seconds > 59:
+        return None
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def _decide_in_process(gold: str, pred: str, precision: int, strict: bool) -> Comparison | None:
     """The verdict when the fast path or the input guards can give it; None means the slow path decides."""
+    gold_clock = _clock(gold) if ":" in gold else None
+    if gold_clock is not None:  # a time of day, not a ratio: 12:00 is not 1:00
+        pred_clock = _clock(pred) if ":" in pred else None
+        return Comparison(gold_clock == pred_clock, "fast")
     gold_plain = _parse_gold_plain(gold)
     if gold_plain is not None:
         pred_plain = _parse_pred_plain(pred)
@@ -892,6 +946,17 @@ def _is_label(equation: Any) -> bool:
     return not any(equation.rhs.has(name) for name in names)
 
 
+def _is_named(equation: Any) -> bool:
+    """A gold `names = value` whose left side is built of names only ((p,q), V_1:V_2, NO/BO), no numbers."""
+    import sympy
+
+    lhs = equation.lhs
+    atoms = lhs.atoms() if isinstance(lhs, sympy.Basic) else set()
+    symbols = lhs.free_symbols if isinstance(lhs, sympy.Basic) else set()
+    numbers = {a for a in atoms if isinstance(a, sympy.Number) and abs(a) != 1}
+    return bool(symbols) and not numbers and not (equation.rhs.free_symbols & symbols)
+
+
 def _as_set(value: Any) -> Any:
     import sympy
 
@@ -938,9 +1003,16 @@ def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bo
         return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
     if p_eq and not g_rel:  # "x = 5" or "2 + 3 = 5" for a gold of 5: the last value is the answer
         return same(g, p.rhs)
-    if g_eq and _is_label(g) and not p_rel:  # a gold "f(x) = 2x + 3" for "2x + 3"
+    if g_eq and (_is_label(g) or _is_named(g)) and not p_rel:  # a gold "f(x) = 2x + 3" or "(p,q) = (3,2)"
         return same(g.rhs, p)
     g_set, p_set = isinstance(g, sympy.Set), isinstance(p, sympy.Set)
+    if g_eq and isinstance(g.rhs, sympy.Set) and isinstance(g.lhs, sympy.Symbol):  # "x \in [-2, 7]"
+        return same(g.rhs, p)
+    if p_eq and isinstance(p.rhs, sympy.Set) and isinstance(p.lhs, sympy.Symbol):
+        return same(g, p.rhs)
+    if (isinstance(g, sympy.And) and p_set) or (isinstance(p, sympy.And) and g_set):  # -2 <= x <= 7, [-2, 7]
+        g_as, p_as = (_as_set(g), p) if isinstance(g, sympy.And) else (g, _as_set(p))
+        return g_as is not None and p_as is not None and bool(g_as == p_as)
     if g_rel or p_rel:
         if (g_rel and p_rel) or (allow_set_relation and (g_set or p_set)):
             g_as, p_as = _as_set(g), _as_set(p)

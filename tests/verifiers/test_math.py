@@ -377,6 +377,22 @@ FREE_TEXT = [  # (gold, completion, reward): the text path a task's reward takes
     ("Let the answer be $n$. Then $\\boxed{12}$ is it.", "So $12$.", 1.0),  # a worked-solution gold
     ("5", "First 3, then 4, and at last 5", 1.0),  # the last number as the last resort
     ("5", "I could not finish the", 0.0),  # cut before any answer
+    ("$(p,q)=(3,2)$", "$\\boxed{(3, 2)}$", 1.0),  # a gold with names on the left
+    ("$V_{1}:V_{2}=11:21$", "the ratio is $11:21$", 1.0),
+    ("$-2 \\le x \\le 7$", "so $x \\in [-2,7]$", 1.0),  # a double inequality is an interval
+    ("$$-793 < a < 10$$", "$$(-793, 10)$$", 1.0),
+    ("$\\boxed{1}\\boxed{2}$", "$\\boxed{1,2}$", 1.0),  # a gold of several boxes is a set
+    ("$21,16$ or $11$", "$21,16,11$", 1.0),  # ... and of several math blocks
+    ("$10/9$", "Answer $ \\frac{1}{2} \\$ = \\frac{10}{9} $", 1.0),  # the value after the last =
+    ("$7 = 11a+c$", "$11a+c$", 0.0),  # a number on the left is not a name
+    (
+        "$\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix}$",
+        "$\\left[\\begin{array}{cc}1 & 2 \\\\ 3 & 4\\end{array}\\right]$",
+        1.0,
+    ),
+    ("20:34", "20:34:00", 1.0),  # clock times are times, not ratios
+    ("20:34", "08:34 \\text{P.M.}", 1.0),
+    ("$12:00$", "$1:00$", 0.0),
 ]
 
 
