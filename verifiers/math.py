@@ -1010,7 +1010,8 @@ def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bo
         return same(g.rhs, p)
     if p_eq and isinstance(p.rhs, sympy.Set) and isinstance(p.lhs, sympy.Symbol):
         return same(g, p.rhs)
-    if (isinstance(g, sympy.And) and p_set) or (isinstance(p, sympy.And) and g_set):  # -2 <= x <= 7, [-2, 7]
+    # a gold -2 <= x <= 7 is answered by [-2, 7]; a gold set is answered by a relation only when allowed
+    if (isinstance(g, sympy.And) and p_set) or (isinstance(p, sympy.And) and g_set and allow_set_relation):
         g_as, p_as = (_as_set(g), p) if isinstance(g, sympy.And) else (g, _as_set(p))
         return g_as is not None and p_as is not None and bool(g_as == p_as)
     if g_rel or p_rel:

@@ -417,3 +417,9 @@ def test_strict_extraction_modes_reward_the_format() -> None:
 def test_is_equivalent_reads_free_text_predictions_too() -> None:
     assert is_equivalent("$9$", "Answer \\[ 9 \\]") and is_equivalent("7425000", "7,425,000")
     assert not is_equivalent("2", "AZYUK2A")
+
+
+def test_a_relation_answers_a_gold_set_only_when_allowed() -> None:
+    assert is_equivalent("$-2 \\le x \\le 7$", "$x \\in [-2,7]$")
+    assert not is_equivalent("$x \\in [-2,7]$", "$-2 \\le x \\le 7$")
+    assert is_equivalent("$x \\in [-2,7]$", "$-2 \\le x \\le 7$", allow_set_relation=True)
