@@ -218,7 +218,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{after.tasks} held-out problems, greedy decoding; change {after.pass_at_1 - before.pass_at_1:+.1%} in "
         f"{time.perf_counter() - started:.0f}s. Metrics: {config.out}/metrics.jsonl, plot: {config.out}/reward.png, "
         f"weights: {config.out}/final\nreproduce the after figure with: llmenv eval --task {DEMO_TASK} "
-        f"--model {config.out}/final --n {args.eval_n} --max-new-tokens {args.max_new_tokens}"
+        f"--model {config.out}/final --n {args.eval_n} --max-new-tokens {args.max_new_tokens} "
+        f"--batch-size {args.batch_size}"
     )
     return 0
 
