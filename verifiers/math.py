@@ -255,7 +255,6 @@ _TRAILING_TEXT_RE = re.compile(r"\s*\\(?:text|textbf|textrm|mbox|mathrm|operator
 _DEGREE_RE = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree)\s*$")
 _PERCENT_RE = re.compile(r"\s*(?:\\?%|\\text\{\s*\\?%\s*\}|(?<![A-Za-z])(?:percent(?:age)?|pct)\.?)\s*$", re.I)
 _APPROX_RE = re.compile(r"\s*(?:\\approx|\\sim|≈).*$", re.S)
-_CHAIN_SPLIT_RE = re.compile(r"(?<![<>!=\\])=(?!=)")
 _ASSIGNMENT_RE = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?\s*=\s*([^=<>]+)$")
 _NUM = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+"
 _UNITS = r"(?:[A-Za-z]{3,}|\s+[A-Za-z][A-Za-z.]+(?:\^\{?\d\}?)?)?(?:\s+[A-Za-z][A-Za-z.]+(?:\^\{?\d\}?)?)*"
@@ -415,7 +414,7 @@ def _close(a: Fraction, b: Fraction, exact: bool, precision: int) -> bool:
     return abs(cross_a - cross_b) * 10 ** (precision - 1) <= max(abs(cross_a), abs(cross_b))
 
 
-def _plain_equal(gold: _Plain, pred: _Plain, precision: int, strict: bool) -> bool:
+def _plain_equal(gold: _Plain, pred: _Plain, precision: int) -> bool:
     """Equal values; a percentage also equals its fraction (10% is 0.1) and its bare number (10% is 10)."""
     exact = gold.exact and pred.exact
     if _close(gold.value, pred.value, exact, precision):
@@ -494,7 +493,7 @@ def compare(
     gold, pred_answer = answer_of(gold), answer_pair(gold, pred)
     if pred_answer is None:
         return Comparison(False, "fast", note="no answer found")
-    decided = _decide_in_process(gold, pred_answer, precision, strict)
+    decided = _decide_in_process(gold, pred_answer, precision)
     if decided is not None:
         return decided
     request = (gold, pred_answer, precision, strict, allow_set_relation)
@@ -574,7 +573,7 @@ def _clock(answer: str) -> int | None:
     return hours * 3600 + minutes * 60 + seconds
 
 
-def _decide_in_process(gold: str, pred: str, precision: int, strict: bool) -> Comparison | None:
+def _decide_in_process(gold: str, pred: str, precision: int) -> Comparison | None:
     """The verdict when the fast path or the input guards can give it; None means the slow path decides."""
     gold_clock = _clock(gold) if ":" in gold else None
     if gold_clock is not None:  # a time of day, not a ratio: 12:00 is not 1:00
@@ -584,7 +583,7 @@ def _decide_in_process(gold: str, pred: str, precision: int, strict: bool) -> Co
     if gold_plain is not None:
         pred_plain = _parse_pred_plain(pred)
         if pred_plain is not None:
-            return Comparison(_plain_equal(gold_plain, pred_plain, precision, strict), "fast")
+            return Comparison(_plain_equal(gold_plain, pred_plain, precision), "fast")
     refused = _guard(gold, pred)
     if refused is not None:
         return refused
@@ -614,18 +613,25 @@ def compare_batch(
     """`compare` over pairs, in order; slow-path pairs are spread over `processes` worker processes."""
     if len(golds) != len(preds):
         raise ValueError(f"verify_batch got {len(golds)} golds and {len(preds)} preds; expected equal lengths")
+    golds = [answer_of(gold) for gold in golds]
+    answers = [answer_pair(gold, pred) for gold, pred in zip(golds, preds, strict=True)]
+    return _compare_answers(golds, answers, processes=processes, **kwargs)
+
+
+def _compare_answers(
+    golds: Sequence[str], answers: Sequence[str | None], *, processes: int | None = None, **kwargs: Any
+) -> list[Comparison]:
+    """Comparisons of answers already extracted (None: no answer), fast path in-process, the rest in workers."""
     timeout = float(kwargs.pop("timeout", 5.0))
     options = {"precision": 6, "strict": True, "allow_set_relation": False} | kwargs
     results: list[Comparison | None] = [None] * len(golds)
     slow: list[int] = []
-    golds = [answer_of(gold) for gold in golds]
-    answers = [answer_pair(gold, pred) for gold, pred in zip(golds, preds, strict=True)]
     preds = [answer or "" for answer in answers]
     for i, (gold, pred) in enumerate(zip(golds, preds, strict=True)):
         if answers[i] is None:
             results[i] = Comparison(False, "fast", note="no answer found")
             continue
-        results[i] = _decide_in_process(gold, pred, options["precision"], options["strict"])
+        results[i] = _decide_in_process(gold, pred, options["precision"])
         if results[i] is None:
             slow.append(i)
     workers = min(len(slow), processes or os.cpu_count() or 1)
@@ -1153,12 +1159,13 @@ class MathVerifier(BaseVerifier):
     ) -> list[Verdict]:
         """Verdicts for many completions, in order; slow-path comparisons run in parallel worker processes."""
         verdicts: list[Verdict | None] = [None] * len(completions)
+        golds: list[str] = [""] * len(completions)
         pending: list[tuple[int, str, dict[str, Any]]] = []
         for i, (completion, task) in enumerate(zip(completions, tasks, strict=True)):
             if task.answer is None:
                 verdicts[i] = Verdict.failure("task has no reference answer", name="correct")
                 continue
-            gold = answer_of(task.answer)
+            gold = golds[i] = answer_of(task.answer)
             extracted = answer_pair(gold, completion, mode=self.extraction)
             hedged = extracted is None and self.extraction == "auto" and len(_trailing_boxes(completion)) > 1
             if extracted is None and self.fallback_last_number and not hedged:
@@ -1169,8 +1176,8 @@ class MathVerifier(BaseVerifier):
                 verdicts[i] = Verdict(reward=0.0, passed=False, parts={"correct": 0.0}, details=details)
             else:
                 pending.append((i, extracted, details))
-        results = compare_batch(
-            [answer_of(tasks[i].answer or "") for i, _, _ in pending],
+        results = _compare_answers(
+            [golds[i] for i, _, _ in pending],
             [extracted for _, extracted, _ in pending],
             processes=processes,
             strict=self.strict,
