@@ -164,7 +164,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     console.print(
         f"[bold]llmenv demo[/]: GRPO on {args.model}, task {DEMO_TASK} (one-digit + and -). Training reward: "
-        "correct boxed answer 1 + correct final number 0.5 + using \\boxed{} 0.25. Accuracy = correct boxed answer."
+        "correct boxed answer 1 + correct final number 0.5 + using \\boxed{} 0.25. "
+        'Accuracy = correct answer (boxed, or after "the answer is").'
     )
     started = time.perf_counter()
     tokenizer, model = _load(args.model)
