@@ -526,8 +526,9 @@ def answer_pair(gold: str, completion: str, *, mode: str = "auto") -> str | None
     \\boxed{3}") are one answer, a set, when the gold has several parts; for a one-part gold, different
     boxed answers in a row hedge and are not an answer. The strict modes take the last box, as before.
     """
-    if mode != "auto":  # the strict modes take exactly what `extract_answer` finds, the last box first
-        return extract_answer(completion, mode=mode)
+    if mode != "auto":  # the strict modes take what `extract_answer` finds, the last box first
+        found = extract_answer(completion, mode=mode)
+        return _last_value(gold, found) if found is not None else None
     answer: str | None = completion
     if _looks_like_text(completion):
         boxes = _trailing_boxes(completion)

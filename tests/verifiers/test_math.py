@@ -410,6 +410,7 @@ def test_strict_extraction_modes_reward_the_format() -> None:
     assert MathVerifier(extraction="boxed")("The answer is 9, so \\boxed{9}", task).reward == 1.0
     assert MathVerifier(extraction="anchored")("The answer is 9.", task).reward == 1.0
     assert MathVerifier(extraction="anchored")("3 + 6 = 9", task).reward == 0.0  # no box, no anchor
+    assert MathVerifier(extraction="boxed")("so \\boxed{12 - 3 = 9}", task).reward == 1.0  # the last value
     with pytest.raises(VerifierError, match="extraction must be one of"):
         MathVerifier(extraction="loose")
 
