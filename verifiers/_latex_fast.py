@@ -276,6 +276,8 @@ class _Parser:
     def postfix(self, nofunc: bool) -> Any:
         value = self.power(nofunc)
         while self.peek() == "!":
+            if self.peek(1) == "=":  # latex2sympy lexes != as a relation
+                raise Unsupported("!= is ambiguous")
             self.take()
             value = sympy.factorial(_expr(value), evaluate=False)
         return value
@@ -335,6 +337,8 @@ class _Parser:
             return sympy.Abs(value, evaluate=False)
         if token == r"\{":
             return self.finite_set()
+        if token == "{" and nofunc:  # normalization writes \log_2 8 as \log_{2}{8}: a group in a bare argument
+            return self.braced_rest()
         if token in (r"\frac", r"\dfrac", r"\tfrac"):
             self.take("{")
             top = self.braced_rest()
@@ -382,11 +386,13 @@ class _Parser:
         subscript, power = "", None
         for _ in range(2):  # x_1^2 and x^2_1 are both (x_1)^2
             if self.peek() == "_" and not subscript:
-                if token in ("E", "I", r"\pi", r"\infty"):
+                if token in ("E", "I", r"\pi", r"\infty"):  # latex2sympy drops I's exponent and sub
                     raise Unsupported(f"a subscripted {token}")
                 self.take()
                 subscript = self.subscript()
             elif self.peek() == "^" and power is None:
+                if token == "I":  # latex2sympy reads I^2 as I
+                    raise Unsupported("a power of I")
                 self.take()
                 power = self.exponent()
         if self.peek() == "(":
@@ -510,9 +516,6 @@ class _Parser:
             argument = _expr(self.additive())
             self.take(")")
             self.depth -= 1
-        elif self.peek() == "{":
-            self.take()
-            argument = self.braced_rest()
         else:
             if self.peek() == "e" or self.starts_function() and self.peek() != r"\sqrt":
                 raise Unsupported("a bare function argument that starts with a function")
@@ -546,9 +549,10 @@ def _unwrap(value: Any) -> Any:
 
 
 def _number(token: str) -> Any:
-    if token.isdigit():
-        token = token.lstrip("0") or "0"
-    return sympy.Number(token)
+    """A digit run or decimal as latex2sympy's Number(text) gives it, built without sympify's eval."""
+    if "." in token:
+        return sympy.Float(token)
+    return sympy.Integer(int(token))
 
 
 def _command_atom(token: str) -> Any:
@@ -572,7 +576,7 @@ def _comma_number(text: str) -> Any:
     """latex2sympy's reading of a whole answer like 1,000 or 0,5 (a decimal comma)."""
     if "," in text and text.startswith("0"):
         text = text.replace(",", ".")
-    return sympy.Number(text.translate(str.maketrans("", "", ", ")).lstrip("0") or "0")
+    return _number(text.translate(str.maketrans("", "", ", ")).lstrip("0") or "0")
 
 
 def parse_latex(text: str) -> Any:

@@ -51,7 +51,8 @@ ACCEPTED = [
     "(1, \\infty)", "(-\\infty, 0) \\cup (1, 2)", "[0,1] \\cup \\{2\\}", "(0,1) \\cap (\\frac{1}{2}, 2)", "(x)",
     "[x]", "(-1,-2)", "(\\infty,1)", "(1,\\sqrt{2})", "\\{(1,2),(3,4)\\}", "(1,2),(3,4)", "x \\in (0,1)",
     "x \\in [0,1)", "x = [2, 5]", "x \\in \\mathbb{R}", "\\emptyset", "\\mathbb{R}", "\\mathbb{Z}",
-    "(2,1]",
+    "(2,1]", "(x+1, x)", "[1, \\infty]", "\\{1,2\\}\\cap\\{2\\}", "x_1 = 1, 2", "x=\\frac{1}{2}, -\\frac{1}{2}",
+    "(1,2);(3,4)", "0,5", "3 \\times 10^{8}", "2(3)(4)", "(-2)\\frac{1}{2}", "\\log_{e} x", "\\cos^{3}{2}x",
     # matrices
     "\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix}", "\\begin{bmatrix}1 & 2\\end{bmatrix}",
     "\\begin{matrix}x\\\\y\\end{matrix}", "\\begin{pmatrix}\\frac{1}{2} & -1\\end{pmatrix}",
@@ -63,7 +64,7 @@ REFUSED = [
     "\\int_0^1 x dx", "\\binom{5}{2}", "\\overline{AB}", "\\angle A", "f'(x)", "50\\%", "\\lfloor x \\rfloor",
     "\\gamma", "\\Gamma", "\\Pi", "dx", "x^e", "{1}", "1:2", "\\begin{vmatrix}1 & 2\\\\3 & 4\\end{vmatrix}",
     "\\sin^-1 x", "\\sqrt[3]8", "1.", "x \\approx 2", "\\varnothing", "||x|-1|", "(1,2)^2", "(1,2)\\cup 3",
-    "\\{x=1\\}", "x=1, 2, y=3", "\\sin x \\cdot \\cos x", "1\\,000", "x \\in 5",
+    "\\{x=1\\}", "x=1, 2, y=3", "\\sin x \\cdot \\cos x", "1\\,000", "x \\in 5", "5!=3", "I^2",
 ]  # fmt: skip
 
 
@@ -186,7 +187,7 @@ def _random_answer(rng: random.Random) -> str:
 
 def test_random_answers_agree_with_latex2sympy() -> None:
     rng = random.Random(20261201)
-    answers = [_random_answer(rng) for _ in range(400)]
+    answers = [_random_answer(rng) for _ in range(300)]
     accepted = sum(_check(answer) for answer in answers)
     assert accepted >= 0.5 * len(answers), f"only {accepted} of {len(answers)} random answers accepted"
 
