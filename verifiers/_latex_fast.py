@@ -592,6 +592,6 @@ def parse_latex(text: str) -> Any:
         return _Parser(tokens).answer()
     except Unsupported:
         raise
-    except (TypeError, ValueError, ArithmeticError, AttributeError, sympy.SympifyError) as exc:
+    except (TypeError, ValueError, ArithmeticError, sympy.SympifyError) as exc:
         # sympy rejected what we built (a non-real interval, a ragged matrix): latex2sympy decides
         raise Unsupported(f"{type(exc).__name__}: {exc}") from exc
