@@ -484,7 +484,7 @@ def hostile_cases() -> list[Case]:
 # ----------------------------------------------------------------------------------------------
 # The paths, as run inside a child process
 
-_VERIFIERS: dict[bool, MathVerifier] = {}
+_VERIFIERS: dict[tuple[Any, ...], MathVerifier] = {}
 _MV_CONFIGS = {
     "LatexExtractionConfig": math_verify.LatexExtractionConfig,
     "ExprExtractionConfig": math_verify.ExprExtractionConfig,
@@ -492,9 +492,24 @@ _MV_CONFIGS = {
 }
 
 
+def _last_number(case: Case) -> bool | None:
+    """Our option for the case's extraction targets: no bare-number fallback when math-verify reads only LaTeX."""
+    if case.extraction is None:
+        return None
+    return None if any(name == "ExprExtractionConfig" for name, _ in case.extraction) else False
+
+
 def ours_text(case: Case) -> Outcome:
-    """The reward path: MathVerifier on the prediction text (it takes `strict`; no precision or set option)."""
-    verifier = _VERIFIERS.setdefault(case.strict, MathVerifier(strict=case.strict))
+    """The reward path: MathVerifier on the prediction text, with the case's options."""
+    options = (case.strict, case.precision, case.allow_set_relation, _last_number(case))
+    verifier = _VERIFIERS.get(options)
+    if verifier is None:
+        verifier = _VERIFIERS[options] = MathVerifier(
+            strict=case.strict,
+            precision=case.precision,
+            allow_set_relation=case.allow_set_relation,
+            fallback_last_number=_last_number(case),
+        )
     verdict = verifier(case.pred, Task("q", answer=case.gold))
     extracted = verdict.details.get("extracted")
     return Outcome(verdict.reward == 1.0, 0.0, verdict.error, None if extracted is None else str(extracted))
@@ -503,7 +518,12 @@ def ours_text(case: Case) -> Outcome:
 def ours_answer(case: Case) -> Outcome:
     """The answer API with every option of the case."""
     got = is_equivalent(
-        case.gold, case.pred, precision=case.precision, strict=case.strict, allow_set_relation=case.allow_set_relation
+        case.gold,
+        case.pred,
+        precision=case.precision,
+        strict=case.strict,
+        allow_set_relation=case.allow_set_relation,
+        fallback_last_number=_last_number(case),
     )
     return Outcome(got, 0.0)
 

@@ -42,6 +42,7 @@ __all__ = ["Comparison", "MathVerifier", "compare", "extract_answer", "is_equiva
 MAX_ANSWER_CHARS = 2000  # longer extracted answers are refused: no real answer is that long
 MAX_NESTING = 64  # deeper bracket nesting is refused before it reaches the recursive parser
 MAX_POWER_DIGITS = 100_000  # powers whose value would have more digits are never evaluated
+MAX_FACTORIAL = 25_000  # n! of a bigger literal n would have more than MAX_POWER_DIGITS digits
 WORKER_MEMORY_BYTES = 4 << 30  # address-space limit of a worker, so a blow-up cannot take the host
 
 # ----------------------------------------------------------------------------------------------
@@ -50,7 +51,9 @@ WORKER_MEMORY_BYTES = 4 << 30  # address-space limit of a worker, so a blow-up c
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BRACE_RE = re.compile(r"\\[\\{}]|[{}]")  # escaped braces (\{ \}) and \\ are not groups
 _ANSWER_RE = re.compile(r"(?i)\banswer\b(?:\s{0,20}is\b\s{0,5}:?|\s{0,20}:)")
-_NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})+(?:\.\d+)?|-?\d+(?:[.,]\d+)?|-?\.\d+")
+_NUMBER_RE = re.compile(r"-?\d+\s*/\s*\d+(?!\d|\.\d)|-?\d+(?:,\d{3})+(?:\.\d+)?%?|-?\d+(?:[.,]\d+)?%?|-?\.\d+%?")
+_GLUED_RE = re.compile(r"(?<![A-Za-z_])[A-Za-z_]+\d\w*|(?<![\d.])\d+[A-Za-z]\w*")  # "x2", "2nd": no numbers
+_END_OF_TURN_RE = re.compile(r"<\|(?:im_start|im_end|endoftext|eot_id|end_of_text)\|>")
 _DECIMAL_COMMA_RE = re.compile(r"-?(?:0|\d+(?=,\d{1,2}$|,\d{4,}$)|0\d*),\d+")  # 1000,99 / 1,22 / 0,111
 _SENTENCE_END_RE = re.compile(r"\.(?:\s|$)")
 
@@ -106,13 +109,15 @@ EXTRACTION_MODES = ("auto", "anchored", "boxed")
 adds Minerva's "Final Answer: The final answer is X", then the last math block ($...$, $$...$$, \\[...\\],
 \\(...\\)), then the last number."""
 
+_QUOTES_RE = re.compile(r'\\?"|``|\'\'')  # quotes around a final answer: "$12$ and $13$"
 _FINAL_RE = re.compile(r"(?i)final\s+answer\s*(?::|is\b)")
 _IS_RE = re.compile(r"(?i)\s(?:is|are|equals|=)\s+")
+_LISTING_GAP_RE = re.compile(r"[^A-Za-z]*|.*\b(?:and|or)\b.*|.*,.*", re.S)  # "++", "papers and": not "no no no"
 _HEDGE_GAP_RE = re.compile(r"\s*(?:,|;|or|and|\\text\{\s*(?:or|and)\s*\}|\\quad|\$|\s)*\s*")
 
 
-def _anchored(text: str) -> str | None:
-    """The answer after the last "answer is" / "Answer:" (inside a "Final Answer" sentence too), or after "####"."""
+def _anchored(text: str) -> tuple[int, str] | None:
+    """The answer after the last "answer is" / "Answer:" (or after "####"), with where the answer starts."""
     last = None
     for match in _ANSWER_RE.finditer(text):
         last = match
@@ -120,32 +125,52 @@ def _anchored(text: str) -> str | None:
         line_end = text.find("\n", last.end())
         answer = _clean_tail(text[last.end() : line_end if line_end >= 0 else len(text)])
         if answer is not None:
-            return answer
+            return last.end(), answer
     hashes = text.rfind("####")
     if hashes >= 0:
         line_end = text.find("\n", hashes)
         answer = _clean_tail(text[hashes + 4 : line_end if line_end >= 0 else len(text)])
         if answer is not None:
-            return answer
+            return hashes + 4, answer
     return None
 
 
-def _final_sentence(text: str) -> str | None:
-    """The answer of a "Final Answer: ..." line: "The largest $n$ is 34." -> "34", "$28 \\%$. I hope" -> "28 \\%"."""
+def _final_sentence(text: str) -> tuple[int, str] | None:
+    """The answer of the last "Final Answer: ..." line, with where that line's answer starts.
+
+    "Final answer: The largest $n$ is 34." -> "34"; "The final answer is 12,000,023. I hope it is
+    correct." -> "12,000,023"; "Final Answer: Jane started 3 hours ago." -> "3" (its only number).
+    """
     last = None
     for match in _FINAL_RE.finditer(text):
         last = match
     if last is None:
         return None
     line_end = text.find("\n", last.end())
-    tail = text[last.end() : line_end if line_end >= 0 else len(text)].strip()
+    tail = _QUOTES_RE.sub("", text[last.end() : line_end if line_end >= 0 else len(text)]).strip()
+    end = _SENTENCE_END_RE.search(tail)
+    listed = _joined_blocks(tail[: end.start()] if end else tail)
+    if listed is not None:  # "The final answer is $12$ and $13$."
+        return last.end(), listed
     block = _leading_math_block(tail)
-    if block is None:
-        verb = _IS_RE.search(tail)
+    if block is None and last.group().endswith(":"):  # "Final Answer: <a sentence that says it>"
+        end = _SENTENCE_END_RE.search(tail)
+        sentence = tail[: end.start()] if end else tail
+        verb = _IS_RE.search(sentence)
         if verb is not None:
             tail = tail[verb.end() :].lstrip()
             block = _leading_math_block(tail)
-    return block if block is not None else _clean_tail(tail)
+        elif _leading_math_block(sentence) is None:
+            numbers = _NUMBER_RE.findall(_math_free(sentence))
+            if len(numbers) == 1:
+                return last.end(), numbers[0]
+    answer = block if block is not None else _clean_tail(tail)
+    return (last.end(), answer) if answer is not None else None
+
+
+def _math_free(text: str) -> str:
+    """`text` with words glued to digits dropped, so "2nd" or "x2" are not numbers."""
+    return _GLUED_RE.sub(" ", text)
 
 
 _DELIMITER_RE = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)|\n")
@@ -178,12 +203,6 @@ def _math_blocks(text: str) -> list[tuple[int, int, str]]:
     return blocks
 
 
-def _last_math_block(text: str) -> str | None:
-    """The content of the last $...$, $$...$$, \\[...\\] or \\(...\\) that holds something."""
-    blocks = _math_blocks(text)
-    return blocks[-1][2] if blocks else None
-
-
 def _leading_math_block(text: str) -> str | None:
     """The content of the math block `text` starts with, if it starts with one."""
     blocks = _math_blocks(text)
@@ -193,10 +212,16 @@ def _leading_math_block(text: str) -> str | None:
 
 
 def _last_number(text: str) -> str | None:
+    found = _last_number_at(text)
+    return found[1] if found is not None else None
+
+
+def _last_number_at(text: str) -> tuple[int, str] | None:
+    """The last number in `text` (a fraction "2/3" and a percentage "100%" included) with its position."""
     number = None
-    for match in _NUMBER_RE.finditer(text):
+    for match in _NUMBER_RE.finditer(_math_free(text)):
         number = match
-    return number.group() if number is not None else None
+    return (number.start(), number.group()) if number is not None else None
 
 
 def _trailing_boxes(text: str) -> list[str]:
@@ -212,24 +237,39 @@ def _trailing_boxes(text: str) -> list[str]:
     return [content for _, _, content in run]
 
 
-def extract_answer(text: str, *, mode: str = "auto", fallback_last_number: bool = False) -> str | None:
+def extract_answer(text: str, *, mode: str = "auto", fallback_last_number: bool | None = None) -> str | None:
     """The final answer of a completion, found as `mode` says (see EXTRACTION_MODES), or None.
 
-    `fallback_last_number` adds the last number to the "boxed" and "anchored" modes ("auto" has it).
+    `fallback_last_number` adds the last number to the "boxed" and "anchored" modes, and False
+    takes it away from "auto" (for runs that grade only LaTeX or marked answers). Text after an
+    end-of-turn marker ("<|im_start|>", "<|endoftext|>") is not part of the answer.
     """
     if mode not in EXTRACTION_MODES:
         raise ValueError(f"mode must be one of {EXTRACTION_MODES}, got {mode!r}")
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed
-    answer = _final_sentence(text) if mode == "auto" else None
-    if answer is None and mode != "boxed":
-        answer = _anchored(text)
-    if answer is None and mode == "auto":
-        answer = _last_math_block(text)
-    if answer is None and (mode == "auto" or fallback_last_number):
-        answer = _last_number(text)
-    return answer
+    turn_end = _END_OF_TURN_RE.search(text)
+    if turn_end is not None:
+        text = text[: turn_end.start()]
+    last_number = mode == "auto" if fallback_last_number is None else fallback_last_number
+    boxes = _boxes(text)
+    if mode != "auto":  # the strict modes: the last box first, then the anchors
+        if boxes:
+            return boxes[-1][2]
+        anchored = _anchored(text) if mode == "anchored" else None
+        if anchored is not None:
+            return anchored[1]
+        return _last_number(text) if last_number else None
+    # auto: the last explicit answer (a box, a "Final Answer" line, an "answer is"), by position
+    marked = [(begin, content) for begin, _, content in boxes[-1:]]
+    for found in (_final_sentence(text), _anchored(text)):
+        if found is not None:
+            marked.append(found)
+    if marked:
+        return max(marked, key=lambda item: item[0])[1]
+    blocks = _math_blocks(text)
+    number = _last_number_at(text[blocks[-1][1] :] if blocks else text) if last_number else None
+    if number is not None:  # a number written after the last math block is the later answer
+        return number[1]
+    return blocks[-1][2] if blocks else None
 
 
 def _looks_like_text(answer: str) -> bool:
@@ -246,7 +286,11 @@ def _looks_like_text(answer: str) -> bool:
 # Normalization and the fast path (no sympy)
 
 _WRAP_PAIRS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-_NOISE_RE = re.compile(r"\\\\|\\(?:left|right|displaystyle|mathrm|mathbf|textstyle)(?![A-Za-z])|\\[!,;: ]|~")
+_NOISE_RE = re.compile(r"\\\\|\\(?:left|right|displaystyle|mathrm|mathbf|textstyle|q?quad)(?![A-Za-z])|\\[!,;: ]|~")
+_DOUBLE_ESCAPE_RE = re.compile(r"\\\\(?=[A-Za-z])")  # two backslashes before a command name: escaped twice
+_CONJUNCTION_RE = re.compile(
+    r"\s*,?\s*\\(?:text|textrm|mbox)\s*\{\s*,?\s*(?:and|or)\s*\}\s*|\s*,\s*(?:and|or)\s+"
+)  # "x=1 \\text{ or } x=2" lists two
 _DIGIT_GAP_RE = re.compile(r"(?<=\d)\s*(?:\{\s*,\s*\}|,\\!|\\!|\\,)\s*(?=\d)")  # 40,\!000 and 40\,000 and 14{,}916
 _ARRAY_RE = re.compile(r"\\begin\{array\}\{[lcr|\s]*\}")  # an array of numbers is a matrix
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
@@ -290,8 +334,25 @@ def _unwrap(text: str) -> str:
     return text
 
 
+def _strip_group(text: str) -> str:
+    """ "{1,3}" -> "1,3": bare braces around a whole answer are a LaTeX group (they print nothing), not a set."""
+    while text.startswith("{") and text.endswith("}"):
+        depth, closes = 0, 0
+        for closes, char in enumerate(text):  # noqa: B007 - where the first group closes is read below
+            depth += (char == "{") - (char == "}")
+            if depth == 0:
+                break
+        if closes != len(text) - 1:  # "{a}+{b}": the first group closes early
+            return text
+        text = text[1:-1].strip()
+    return text
+
+
 def _normalize(answer: str) -> _Normalized:
     text = _unwrap(answer)
+    if "\\\\" in text and "\\begin" not in text:  # outside a matrix "\\\\" + letter is an escaped command
+        text = _DOUBLE_ESCAPE_RE.sub(r"\\", text)
+    text = _strip_group(_CONJUNCTION_RE.sub(", ", text))
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
     text = _ARRAY_RE.sub(r"\\begin{pmatrix}", text).replace("\\end{array}", "\\end{pmatrix}")
     text = _DIGIT_GAP_RE.sub(lambda m: "," if "," in m.group() else "", text)
@@ -468,6 +529,9 @@ def _text_form(answer: str) -> str:
     return f"{text}%" if norm.percent else text
 
 
+_FACTORIAL_RE = re.compile(r"(?<![\d.])(\d{5,})\s*!")
+
+
 def _guard(gold: str, pred: str) -> Comparison | None:
     if len(gold) > MAX_ANSWER_CHARS:
         error = f"reference answer is {len(gold)} chars (> {MAX_ANSWER_CHARS})"
@@ -476,6 +540,11 @@ def _guard(gold: str, pred: str) -> Comparison | None:
         return Comparison(False, "guard", note=f"answer is {len(pred)} chars (> {MAX_ANSWER_CHARS}), refused")
     if _nesting(pred) > MAX_NESTING:
         return Comparison(False, "guard", note=f"answer nests brackets deeper than {MAX_NESTING}, refused")
+    for answer, side in ((gold, "reference answer"), (pred, "answer")):
+        for match in _FACTORIAL_RE.finditer(answer):  # the parser would compute it while reading it
+            if int(match.group(1)) > MAX_FACTORIAL:
+                reason = f"{side} takes the factorial of {match.group(1)} (> {MAX_FACTORIAL}), refused"
+                return Comparison(False, "guard", error=reason if side != "answer" else None, note=reason)
     return None
 
 
@@ -486,11 +555,18 @@ def compare(
     precision: int = 6,
     strict: bool = True,
     allow_set_relation: bool = False,
+    fallback_last_number: bool | None = None,
     timeout: float = 5.0,
 ) -> Comparison:
-    """Compare a predicted answer with the reference; never raises, returns within `timeout` seconds."""
+    """Compare a predicted answer with the reference; never raises, returns within `timeout` seconds.
+
+    `pred` may be a whole completion (its answer is found as `extract_answer` does); `precision` is
+    the number of decimals inexact numbers are compared at; `allow_set_relation` lets a relation
+    ("-2 <= x <= 7") answer a gold set ("[-2, 7]") too.
+    """
     started = time.monotonic()
-    gold, pred_answer = answer_of(gold), answer_pair(gold, pred)
+    gold = answer_of(gold)
+    pred_answer = answer_pair(gold, pred, fallback_last_number=fallback_last_number)
     if pred_answer is None:
         return Comparison(False, "fast", note="no answer found")
     decided = _decide_in_process(gold, pred_answer, precision)
@@ -503,40 +579,58 @@ def compare(
 def answer_of(text: str, *, mode: str = "auto") -> str:
     """A reference answer as an answer: `text` itself when bare, else what `extract_answer` finds in it.
 
-    A reference made of several boxed answers or math blocks joined by "and" / "or" / commas
-    ("\\boxed{1}\\boxed{2}", "$21,16$ or $11$") is one answer, the set of them.
+    A reference with several boxed answers ("\\boxed{1} papers and \\boxed{2} bins") or made of math
+    blocks joined by "and" / "or" / commas ("$21,16$ or $11$") is one answer, the set of them.
     """
     if len(text) > MAX_ANSWER_CHARS * 50 or not _looks_like_text(text):
         return text
-    boxes = _trailing_boxes(text)
-    if len(boxes) > 1:
+    boxes = list({_text_form(content): content for _, _, content in _boxes(text)}.values())
+    if len(boxes) > 1 and all(_LISTING_GAP_RE.fullmatch(gap) for gap in _gaps(text, _boxes(text))):
         return ", ".join(boxes)
+    return _joined_blocks(text) or extract_answer(text, mode=mode) or text
+
+
+def _gaps(text: str, spans: Sequence[tuple[int, int, str]]) -> list[str]:
+    return [text[end:start] for (_, end, _), (start, _, _) in zip(spans, spans[1:])]
+
+
+def _joined_blocks(text: str) -> str | None:
+    """ "$12$ and $13$", "$21,16$ or $11$": math blocks joined by "and" / "or" / commas, as one list."""
     blocks = _math_blocks(text)
-    if len(blocks) > 1 and all(
-        _HEDGE_GAP_RE.fullmatch(text[end:start].strip("$")) for (_, end, _), (start, _, _) in zip(blocks, blocks[1:])
-    ):
+    if len(blocks) > 1 and all(_HEDGE_GAP_RE.fullmatch(gap.strip("$")) for gap in _gaps(text, blocks)):
         return ", ".join(content for _, _, content in blocks)
-    return extract_answer(text, mode=mode) or text
+    return None
 
 
-def answer_pair(gold: str, completion: str, *, mode: str = "auto") -> str | None:
+def _parts(gold: str) -> int:
+    """How many answers a gold holds ("(3, 3), (1, 1)" holds two; "(1, 2)" one)."""
+    return len(_top_level_split(_normalize(gold).text.strip("{}\\")))
+
+
+def answer_pair(
+    gold: str, completion: str, *, mode: str = "auto", fallback_last_number: bool | None = None
+) -> str | None:
     """The answer of `completion` to compare with `gold`, or None when it gives none or hedges.
 
-    In "auto" mode a bare answer is its own answer, and several boxed answers in a row ("\\boxed{2},
-    \\boxed{3}") are one answer, a set, when the gold has several parts; for a one-part gold, different
-    boxed answers in a row hedge and are not an answer. The strict modes take the last box, as before.
+    In "auto" mode a bare answer is its own answer; when the gold has k > 1 parts, the last k boxed
+    answers are one answer, a set; for a one-part gold, different boxed answers in a row hedge and
+    are not an answer. The strict modes take the last box, as before.
     """
     if mode != "auto":  # the strict modes take what `extract_answer` finds, the last box first
-        found = extract_answer(completion, mode=mode)
+        found = extract_answer(completion, mode=mode, fallback_last_number=fallback_last_number)
         return _last_value(gold, found) if found is not None else None
     answer: str | None = completion
     if _looks_like_text(completion):
-        boxes = _trailing_boxes(completion)
-        if len(boxes) > 1 and len({_text_form(b) for b in boxes}) > 1:
-            if len(_top_level_split(_normalize(gold).text.strip("{}\\"))) > 1:
-                return ", ".join(boxes)
-            return None
-        answer = extract_answer(completion, mode=mode)
+        parts = _parts(gold)
+        if parts > 1:
+            boxes = _boxes(completion)
+            if len(boxes) > 1 and len(_top_level_split(boxes[-1][2])) == 1:  # "\\boxed{3} and \\boxed{5}"
+                return ", ".join(content for _, _, content in boxes[-parts:])
+        else:
+            trailing = _trailing_boxes(completion)
+            if len(trailing) > 1 and len({_text_form(b) for b in trailing}) > 1:
+                return None
+        answer = extract_answer(completion, mode=mode, fallback_last_number=fallback_last_number)
     return _last_value(gold, answer) if answer is not None else None
 
 
@@ -600,11 +694,18 @@ def is_equivalent(
     precision: int = 6,
     strict: bool = True,
     allow_set_relation: bool = False,
+    fallback_last_number: bool | None = None,
     timeout: float = 5.0,
 ) -> bool:
     """Whether `pred` is mathematically the same answer as `gold` (False on timeout or parse failure)."""
     return compare(
-        gold, pred, precision=precision, strict=strict, allow_set_relation=allow_set_relation, timeout=timeout
+        gold,
+        pred,
+        precision=precision,
+        strict=strict,
+        allow_set_relation=allow_set_relation,
+        fallback_last_number=fallback_last_number,
+        timeout=timeout,
     ).equal
 
 
@@ -824,15 +925,29 @@ def _top_level_split(text: str, sep: str = ",") -> list[str]:
 
 
 def _latex(text: str) -> Any:
-    from latex2sympy2_extended.latex2sympy2 import NormalizationConfig, latex2sympy
+    """The sympy reading of an answer: the fast reader for everyday LaTeX, latex2sympy for the rest."""
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy, normalize_latex
 
-    config = NormalizationConfig(units=True, malformed_operators=True, nits=True, boxed="all")
+    from llmenv.verifiers._latex_fast import Unsupported, parse_latex
+
+    normalized = normalize_latex(text, _latex_config())
     try:
-        return latex2sympy(text, normalization_config=config)
+        return parse_latex(normalized)  # the same objects latex2sympy builds, ~100x faster
+    except Unsupported:
+        pass
+    try:
+        return latex2sympy(normalized, normalization_config=None)
     except (MemoryError, RecursionError):
         raise
     except Exception as exc:  # antlr raises bare Exception for text it cannot read
         raise _Unparsed(f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}") from exc
+
+
+@functools.cache
+def _latex_config() -> Any:
+    from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
+
+    return NormalizationConfig(units=True, malformed_operators=True, nits=True, boxed="all")
 
 
 def _parse(answer: str) -> _Parsed:
@@ -861,15 +976,18 @@ _parse_gold = functools.lru_cache(maxsize=4096)(_parse)
 
 
 def _check_size(expr: Any) -> None:
-    """Raise _TooLarge when some integer power in `expr` would have more than MAX_POWER_DIGITS digits."""
+    """Raise _TooLarge when a power or factorial in `expr` would have more than MAX_POWER_DIGITS digits."""
     import sympy
 
     for node in sympy.preorder_traversal(expr):
         if isinstance(node, sympy.Pow) and node.base.is_number and node.exp.is_number:
             _log10_size(node)
+        elif isinstance(node, sympy.factorial) and node.args[0].is_number:
+            _log10_size(node)
 
 
 def _log10_size(expr: Any) -> float:
+    """An upper bound of log10 |expr| for a number expression, computed without evaluating big powers."""
     import math
 
     import sympy
@@ -882,10 +1000,22 @@ def _log10_size(expr: Any) -> float:
         if digits > MAX_POWER_DIGITS:
             raise _TooLarge(f"a power with about {digits:.3g} digits")
         return digits
-    if isinstance(expr, (sympy.Add, sympy.Mul)) and expr.is_number:
-        return max((_log10_size(arg) for arg in expr.args), default=0.0) + len(expr.args)
+    if isinstance(expr, sympy.factorial) and expr.args[0].is_number:
+        if _log10_size(expr.args[0]) > 5:
+            raise _TooLarge(f"the factorial of a number over 10^5 ({expr.args[0]})")
+        n = abs(float(sympy.N(expr.args[0], 15)))
+        digits = n * math.log10(max(n, 2.0))  # log10(n!) < n log10(n)
+        if digits > MAX_POWER_DIGITS:
+            raise _TooLarge(f"a factorial with about {digits:.3g} digits")
+        return digits
+    if isinstance(expr, sympy.Add) and expr.is_number:  # |a + b| <= n max(|a|, |b|)
+        return max((_log10_size(arg) for arg in expr.args), default=0.0) + math.log10(len(expr.args))
+    if isinstance(expr, sympy.Mul) and expr.is_number:  # |a b| = |a| |b|; factors below 1 only shrink it
+        return sum(max(_log10_size(arg), 0.0) for arg in expr.args)
+    if expr.is_Rational:  # in integers: a float of a big numerator would overflow
+        return max(math.log10(abs(expr.p)) - math.log10(expr.q), 0.0) if expr.p else 0.0
     if expr.is_Number and expr.is_finite:
-        return math.log10(max(abs(float(expr)), 1.0)) if expr.is_Rational else 0.0
+        return math.log10(max(abs(float(expr)), 1.0))
     return 1.0
 
 
@@ -965,19 +1095,33 @@ def _is_named(equation: Any) -> bool:
 
 
 def _as_set(value: Any) -> Any:
+    """The set a relation in one unknown describes ("0 < f(x) < 1" is (0, 1)), or None."""
     import sympy
 
     if isinstance(value, sympy.Set):
         return value
-    symbols = value.free_symbols
-    if len(symbols) != 1:
+    from sympy.core.function import AppliedUndef
+
+    subjects = {side for rel in _relations(value) for side in (rel.lhs, rel.rhs) if not side.is_number}
+    if len(subjects) == 1 and isinstance(subject := next(iter(subjects)), AppliedUndef):
+        value = value.subs(subject, sympy.Dummy("t"))  # the unknown is a function's value, e.g. f(x)
+    if len(value.free_symbols) != 1:
         return None
     return value.as_set()
+
+
+def _relations(value: Any) -> list[Any]:
+    import sympy
+
+    if isinstance(value, (sympy.And, sympy.Or)):
+        return [rel for arg in value.args for rel in _relations(arg)]
+    return [value] if isinstance(value, sympy.Rel) else []
 
 
 def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bool, strict: bool = True) -> bool:
     import sympy
     from sympy.matrices import MatrixBase
+    from sympy.matrices.expressions import MatrixExpr
 
     def same(x: Any, y: Any) -> bool:
         return _equal(x, y, precision, inexact, allow_set_relation, strict)
@@ -985,6 +1129,8 @@ def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bo
     def same_elements(xs: Sequence[Any], ys: Sequence[Any]) -> bool:
         return all(any(same(x, y) for y in ys) for x in xs) and all(any(same(x, y) for x in xs) for y in ys)
 
+    if isinstance(g, MatrixExpr) or isinstance(p, MatrixExpr):  # a sum or product of matrices: its value
+        g, p = (x.doit() if isinstance(x, MatrixExpr) else x for x in (g, p))
     if isinstance(g, list) or isinstance(p, list):  # sequences with ellipses: element-wise, in order
         if not (isinstance(g, list) and isinstance(p, list)) or len(g) != len(p):
             return False
@@ -1030,6 +1176,8 @@ def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bo
         return False
     if isinstance(g, sympy.FiniteSet) and isinstance(p, sympy.FiniteSet):
         return same_elements(list(g.args), list(p.args))
+    if isinstance(g, sympy.Interval) and g.left_open and g.right_open and isinstance(p, sympy.FiniteSet):
+        return len(p.args) == 2 and same_elements([g.start, g.end], list(p.args))  # a gold pair (1,3) as "1, 3"
     if isinstance(g, sympy.Interval) and isinstance(p, sympy.Interval):
         return (
             g.left_open == p.left_open
@@ -1103,7 +1251,8 @@ def _serve(fd: int) -> None:
         pass  # a lower hard limit is already in place
     sys.setrecursionlimit(5000)
     conn = Connection(fd)
-    _latex("1")  # import and warm the parser before saying ready
+    _latex("1")  # import and warm both readers before saying ready (the fast one refuses \\pm)
+    _latex("x \\pm 1")
     conn.send("ready")
     while True:
         try:
@@ -1128,6 +1277,9 @@ class MathVerifier(BaseVerifier):
     `extraction` is how the answer is found (EXTRACTION_MODES: "auto" by default, "boxed" to reward
     only answers in \\boxed{}, "anchored" for boxed or "answer is" / "####" lines); a gold answer may
     be a bare answer, `$`-delimited, or a worked solution whose answer is found the same way.
+    `fallback_last_number` (None: the mode's default) adds the last number to the strict modes, or
+    with False takes it away from "auto". `precision`, `strict` and `allow_set_relation` are
+    `compare`'s options.
     """
 
     time_bounded = True
@@ -1136,16 +1288,22 @@ class MathVerifier(BaseVerifier):
         self,
         *,
         extraction: str = "auto",
-        fallback_last_number: bool = False,
+        fallback_last_number: bool | None = None,
         timeout: float = 5.0,
         strict: bool = True,
+        precision: int = 6,
+        allow_set_relation: bool = False,
     ) -> None:
         if extraction not in EXTRACTION_MODES:
             raise VerifierError(f"extraction must be one of {EXTRACTION_MODES}, got {extraction!r}")
+        if not isinstance(precision, int) or isinstance(precision, bool) or not 1 <= precision <= 30:
+            raise VerifierError(f"precision must be an int of decimals in [1, 30], got {precision!r}")
         self.extraction = extraction
         self.fallback_last_number = fallback_last_number
         self.timeout = timeout
         self.strict = strict
+        self.precision = precision
+        self.allow_set_relation = allow_set_relation
 
     def __call__(self, completion: str, task: Task) -> Verdict:
         """Extract the answer from `completion` and compare it with `task.answer`."""
@@ -1167,10 +1325,10 @@ class MathVerifier(BaseVerifier):
                 verdicts[i] = Verdict.failure("task has no reference answer", name="correct")
                 continue
             gold = golds[i] = answer_of(task.answer)
-            extracted = answer_pair(gold, completion, mode=self.extraction)
+            extracted = answer_pair(
+                gold, completion, mode=self.extraction, fallback_last_number=self.fallback_last_number
+            )
             hedged = extracted is None and self.extraction == "auto" and len(_trailing_boxes(completion)) > 1
-            if extracted is None and self.fallback_last_number and not hedged:
-                extracted = _last_number(completion)
             details: dict[str, Any] = {"extracted": extracted, "gold": task.answer}
             if extracted is None:
                 details["reason"] = "hedged between different boxed answers" if hedged else "no answer found"
@@ -1182,6 +1340,8 @@ class MathVerifier(BaseVerifier):
             [extracted for _, extracted, _ in pending],
             processes=processes,
             strict=self.strict,
+            precision=self.precision,
+            allow_set_relation=self.allow_set_relation,
             timeout=self.timeout,
         )
         for (i, _, details), result in zip(pending, results, strict=True):
