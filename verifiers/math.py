@@ -125,7 +125,7 @@ def _anchored(text: str) -> tuple[int, str] | None:
         line_end = text.find("\n", last.end())
         answer = _clean_tail(text[last.end() : line_end if line_end >= 0 else len(text)])
         if answer is not None:
-            return last.end(), answer
+            return last.start() + len("answer"), answer  # the anchor word: a "Final Answer" line around it wins
     hashes = text.rfind("####")
     if hashes >= 0:
         line_end = text.find("\n", hashes)
@@ -286,7 +286,8 @@ def _looks_like_text(answer: str) -> bool:
 # Normalization and the fast path (no sympy)
 
 _WRAP_PAIRS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-_NOISE_RE = re.compile(r"\\\\|\\(?:left|right|displaystyle|mathrm|mathbf|textstyle|q?quad)(?![A-Za-z])|\\[!,;: ]|~")
+_NOISE_RE = re.compile(r"\\\\|\\(?:left|right|displaystyle|mathrm|mathbf|textstyle)(?![A-Za-z])|\\q?quad|\\[!,;: ]|~")
+_WRAPPED_MATRIX_RE = re.compile(r"[(\[]\s*(\\begin\{([pb]?)matrix\}.*\\end\{\2matrix\})\s*[)\]]", re.S)
 _DOUBLE_ESCAPE_RE = re.compile(r"\\\\(?=[A-Za-z])")  # two backslashes before a command name: escaped twice
 _CONJUNCTION_RE = re.compile(
     r"\s*,?\s*\\(?:text|textrm|mbox)\s*\{\s*,?\s*(?:and|or)\s*\}\s*|\s*,\s*(?:and|or)\s+"
@@ -359,6 +360,9 @@ def _normalize(answer: str) -> _Normalized:
     if _TRIG_RE.search(text):  # degrees inside trigonometry are an angle unit: sin(30^\circ) = 1/2
         text = _INNER_DEGREE_RE.sub(r"\\cdot\\frac{\\pi}{180}", text)
     text = _NOISE_RE.sub(lambda m: m.group() if m.group() == "\\\\" else " ", text).strip().rstrip(".").strip()
+    wrapped = _WRAPPED_MATRIX_RE.fullmatch(text) if text.count("\\begin") == 1 else None
+    if wrapped is not None:  # "(\\begin{pmatrix}...\\end{pmatrix})" is the matrix
+        text = wrapped.group(1)
     if text.startswith("\\$"):
         text = text[2:].strip()
     text = _collapse_chain(_drop_approximation(text))
@@ -1049,26 +1053,69 @@ def _expr_equal(a: Any, b: Any, precision: int, inexact: bool, strict: bool = Tr
     if a.is_number and b.is_number:
         if a.is_Rational and b.is_Rational and not inexact:
             return bool(a == b)
-        if not inexact and sympy.simplify(a - b) == 0:
+        if not inexact and _same_value(a, b):
             return True
         return _numbers_close(a, b, precision, inexact)
     imaginary = sympy.Symbol("i")
     if imaginary in a.free_symbols | b.free_symbols:  # "1+2i" against "i(2-i)": i is the imaginary unit
         a_i, b_i = a.subs(imaginary, sympy.I), b.subs(imaginary, sympy.I)
         if (a_i.is_number and b_i.is_number) or a_i.free_symbols == b_i.free_symbols:
-            if sympy.simplify(a_i - b_i) == 0:
+            if _same_value(a_i, b_i):
                 return True
     if a.free_symbols != b.free_symbols:
         if not strict and len(a.free_symbols) == len(b.free_symbols) == 1:  # f(x) against f(y)
             b = b.subs(next(iter(b.free_symbols)), next(iter(a.free_symbols)))
-            return bool(sympy.simplify(a - b) == 0)
+            return _same_value(a, b)
         return False
-    if sympy.simplify(a - b) == 0:
-        return True
     if inexact:  # equal up to float rounding of coefficients: compare at a few rational points
         points = [{s: sympy.Rational(k + 2, 7 + k) for s in a.free_symbols} for k in range(3)]
-        return all(_numbers_close(a.subs(p), b.subs(p), precision, True) for p in points)
+        try:
+            return all(_numbers_close(a.subs(p), b.subs(p), precision, True) for p in points)
+        except (TypeError, ValueError, ZeroDivisionError):
+            return _same_value(a, b)
+    return _same_value(a, b)
+
+
+_PROBES = ("0.61803398874989484820458683436563811", "1.3247179572447460259609088544780973")
+
+
+def _clearly_different(a: Any, b: Any) -> bool:
+    """Whether `a` and `b` are numerically far apart at a probe point (so no simplification can make them equal).
+
+    `simplify` costs 5-200 ms and is what most unequal answers spent their time on; evaluating both
+    sides at two fixed irrational-looking points costs well under a millisecond. A value that is not
+    a finite number there (a pole, a log of a negative) decides nothing.
+    """
+    import sympy
+
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    for probe in _PROBES if symbols else _PROBES[:1]:
+        point = {s: sympy.Float(probe, 40) + j for j, s in enumerate(symbols)}
+        try:
+            x, y = (sympy.N(side.subs(point) if point else side, 30) for side in (a, b))
+        except (TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+            return False
+        finite = all(v.is_number and not v.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo) for v in (x, y))
+        if finite and abs(x - y) > sympy.Float("1e-12") * max(1, abs(x), abs(y)):
+            return True
     return False
+
+
+def _varies(expr: Any) -> bool:
+    """Whether `expr` clearly takes two different values at the probe points (so it is not a constant)."""
+
+    symbols = sorted(expr.free_symbols, key=str)
+    if not symbols:
+        return False
+    shifted = expr.subs({s: s + 1 for s in symbols})  # the second probe point, one further along each axis
+    return _clearly_different(expr, shifted)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether `a - b` simplifies to 0, after a numeric probe (a clear difference decides at once)."""
+    import sympy
+
+    return not _clearly_different(a, b) and bool(sympy.simplify(a - b) == 0)
 
 
 def _is_label(equation: Any) -> bool:
@@ -1107,7 +1154,41 @@ def _as_set(value: Any) -> Any:
         value = value.subs(subject, sympy.Dummy("t"))  # the unknown is a function's value, e.g. f(x)
     if len(value.free_symbols) != 1:
         return None
-    return value.as_set()
+    linear = _linear_set(value, next(iter(value.free_symbols)))
+    return linear if linear is not None else value.as_set()
+
+
+def _linear_set(value: Any, x: Any) -> Any:
+    """The solution set of relations linear in `x`, joined by And / Or, without sympy's general solver.
+
+    `as_set` solves every inequality with `solve_univariate_inequality`, which first looks for a
+    period of the expression: about 50 ms for "x < 1", most of the time a relation comparison costs.
+    None when some relation is not linear (the caller then asks `as_set`).
+    """
+    import sympy
+
+    if isinstance(value, (sympy.And, sympy.Or)):
+        parts = [_linear_set(arg, x) for arg in value.args]
+        if any(part is None for part in parts):
+            return None
+        return sympy.Intersection(*parts) if isinstance(value, sympy.And) else sympy.Union(*parts)
+    if not isinstance(value, sympy.Rel):
+        return None
+    difference = sympy.expand(value.lhs - value.rhs)
+    slope, rest = difference.coeff(x, 1), difference.coeff(x, 0)
+    if not (slope.is_number and rest.is_number and slope.is_nonzero) or difference != slope * x + rest:
+        return None
+    root = -rest / slope
+    if not root.is_real:
+        return None
+    if isinstance(value, sympy.Eq):
+        return sympy.FiniteSet(root)
+    if isinstance(value, sympy.Ne):
+        return sympy.Union(sympy.Interval.open(-sympy.oo, root), sympy.Interval.open(root, sympy.oo))
+    op = value.rel_op if slope.is_positive else {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[value.rel_op]
+    if op in ("<", "<="):
+        return sympy.Interval(-sympy.oo, root, True, op == "<")
+    return sympy.Interval(root, sympy.oo, op == ">", True)
 
 
 def _relations(value: Any) -> list[Any]:
@@ -1152,6 +1233,8 @@ def _equal(g: Any, p: Any, precision: int, inexact: bool, allow_set_relation: bo
         g_zero, p_zero = g.lhs - g.rhs, p.lhs - p.rhs  # equations: same up to a nonzero constant factor
         if g_zero == 0 or p_zero == 0:
             return bool(g_zero == p_zero)
+        if g_zero.free_symbols != p_zero.free_symbols or _varies(g_zero / p_zero):
+            return False
         ratio = sympy.simplify(g_zero / p_zero)
         return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
     if p_eq and not g_rel:  # "x = 5" or "2 + 3 = 5" for a gold of 5: the last value is the answer
