@@ -112,7 +112,7 @@ adds Minerva's "Final Answer: The final answer is X", then the last math block (
 _QUOTES_RE = re.compile(r'\\?"|``|\'\'')  # quotes around a final answer: "$12$ and $13$"
 _FINAL_RE = re.compile(r"(?i)final\s+answer\s*(?::|is\b)")
 _IS_RE = re.compile(r"(?i)\s(?:is|are|equals|=)\s+")
-_LISTING_GAP_RE = re.compile(r"[^A-Za-z]*|.*\b(?:and|or)\b.*|.*,.*", re.S)  # "++", "papers and": not "no no no"
+_LISTING_GAP_RE = re.compile(r"[^A-Za-z]*|.*\b(?:and|or)\b.*", re.S)  # "++", "papers and": not "no no no"
 _HEDGE_GAP_RE = re.compile(r"\s*(?:,|;|or|and|\\text\{\s*(?:or|and)\s*\}|\\quad|\$|\s)*\s*")
 
 
@@ -649,7 +649,7 @@ def _last_value(gold: str, answer: str) -> str:
     parts = _top_level_split(answer, "=")
     if len(parts) < 2 or any(p.rstrip().endswith(("<", ">", "!", "\\")) for p in parts[:-1]):
         return answer
-    if len(_top_level_split(answer, ",")) > 1:  # "x = 1, y = 2": a list of assignments
+    if len(_top_level_split(answer, ",")) > 1 or _CONJUNCTION_RE.search(answer):  # "x = 1, y = 2": a list
         return answer
     return parts[-1].strip() or answer
 

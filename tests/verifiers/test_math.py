@@ -396,6 +396,37 @@ FREE_TEXT = [  # (gold, completion, reward): the text path a task's reward takes
     ("20:34", "20:34:00", 1.0),  # clock times are times, not ratios
     ("20:34", "08:34 \\text{P.M.}", 1.0),
     ("$12:00$", "$1:00$", 0.0),
+    # the latest explicit answer wins: a "Final Answer" line after earlier boxed steps
+    (
+        "4125",
+        "Step one gives $\\boxed{120}$, step two $\\boxed{4005}$.\nFinal Answer: The final answer is $4,125$.",
+        1.0,
+    ),
+    ("4125", "Final Answer: The final answer is $4,005$. Correction: the sum is \\boxed{4125}.", 1.0),
+    ("4125", "The final answer is 4,125. I hope it is correct.", 1.0),  # not the "is" of "it is correct"
+    ("6", "Final Answer: Tom planted the tree 6 years ago. I hope it is correct.", 1.0),  # its only number
+    ("7", "so $m = \\frac{42}{k}$ for a divisor $k$. In all there are 7 such pairs.", 1.0),  # a number after math
+    ("3/4", "Hence the chance of a red ball is 3/4. <|im_start|>user\nWhat is 1+1?", 1.0),  # the turn ended
+    ("$\\boxed{5\\text{ and }8}$", 'Final Answer: The final answer is "$5$ and $8$". I hope it is correct.', 1.0),
+    # several parts: a gold of boxes joined by words that list, a completion's last boxes
+    ("\\boxed{4} cats and \\boxed{9} dogs", "$\\boxed{4, 9}$", 1.0),
+    ("\\boxed{4} is wrong, the right count is \\boxed{9}", "$\\boxed{4, 9}$", 0.0),  # not a list: the last box
+    ("(2, 5), (4, 1)", "\\boxed{(2, 5)} for the first curve and \\boxed{(4, 1)} for the second", 1.0),
+    ("$a = 2 \\text{ and } a = -3$", "$a=-3, a=2$", 1.0),  # "and" lists
+    ("2", "$x = 1 \\text{ or } x = 2$", 0.0),  # "or" lists too: two answers for one
+    ("(2, 7)", "${2, 7}$", 1.0),  # bare braces group, they print "2, 7"
+    ("0 < g(t) < 3", "$(0, 3)$", 1.0),  # a relation of a function's value is a set
+    (
+        "\\begin{pmatrix}4 & 6 \\\\ 8 & 10\\end{pmatrix}",
+        "$\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix} + \\begin{pmatrix}3 & 4 \\\\ 5 & 6\\end{pmatrix}$",
+        1.0,
+    ),  # a sum of matrices is its value
+    ("x > 4", "$-x < -4$", 1.0),  # linear relations compared as sets
+    ("x \\neq 4", "$x \\ne 4$", 1.0),
+    ("3x+6y-2=0", "$y = -\\frac{1}{2}x + \\frac{1}{3}$", 1.0),  # an equation times a constant
+    ("3x+6y-2=0", "$y = \\frac{1}{2}x + \\frac{1}{3}$", 0.0),
+    ("0.25", "$\\\\frac{1}{4}$", 1.0),  # a command escaped twice
+    ("x_1 = 10^{\\frac{1+\\sqrt{5}}{4}}, x_2 = 3", "$\\boxed{10^{\\frac{\\sqrt{5}+1}{4}}}$ and $\\boxed{3}$", 1.0),
 ]
 
 
@@ -416,6 +447,39 @@ def test_strict_extraction_modes_reward_the_format() -> None:
     assert MathVerifier(extraction="boxed")("so \\boxed{12 - 3 = 9}", task).reward == 1.0  # the last value
     with pytest.raises(VerifierError, match="extraction must be one of"):
         MathVerifier(extraction="loose")
+
+
+def test_verifier_options_precision_set_relation_and_no_last_number() -> None:
+    third = Task("q", answer="\\frac{1}{3}")
+    assert MathVerifier()("$0.33$", third).reward == 0.0
+    assert MathVerifier(precision=2)("$0.33$", third).reward == 1.0  # compared at 2 decimals
+    interval = Task("q", answer="[-2, 7]")
+    assert MathVerifier()("$-2 \\le x \\le 7$", interval).reward == 0.0
+    assert MathVerifier(allow_set_relation=True)("$-2 \\le x \\le 7$", interval).reward == 1.0
+    nine = Task("q", answer="9")
+    assert MathVerifier()("Answer $\n9\n$", nine).reward == 1.0  # the last number, as a last resort
+    only_marked = MathVerifier(fallback_last_number=False)("Answer $\n9\n$", nine)
+    assert only_marked.reward == 0.0 and only_marked.details["reason"] == "no answer found"
+    assert not is_equivalent("9", "Answer $\n9\n$", fallback_last_number=False)
+    with pytest.raises(VerifierError, match="precision must be"):
+        MathVerifier(precision=0)
+
+
+def test_big_factorials_and_powers_are_refused_before_they_are_computed() -> None:
+    started = time.perf_counter()
+    factorial = compare("5", "\\boxed{100000000!}")
+    assert factorial.equal is False and factorial.path == "guard" and "factorial" in (factorial.note or "")
+    nested = compare("5", "\\boxed{(10^{8})!}")
+    assert nested.equal is False and "factorial" in (nested.error or "")
+    assert compare("720", "6!").equal and compare("3628800", "(2 \\cdot 5)!").equal
+    assert time.perf_counter() - started < 30.0  # a bound on a hang: each returns in well under 3 s
+
+
+def test_unequal_expressions_are_decided_without_simplifying() -> None:
+    # a numeric probe tells these apart at once; simplify alone would take seconds on the first
+    assert not is_equivalent("(x+1)^{400}", "(x+2)^{400}", timeout=60.0)
+    assert not is_equivalent("\\sin(x)=\\frac{1}{2}", "\\cos(x)=\\frac{1}{2}")
+    assert is_equivalent("\\tan^2(y)+1", "\\sec^2(y)")
 
 
 def test_is_equivalent_reads_free_text_predictions_too() -> None:
