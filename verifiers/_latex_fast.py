@@ -34,7 +34,7 @@ class _Compound:
         self.value = value
 
 
-_TOKEN_RE = re.compile(r"\s*(?:(\d+(?:\.\d+)?)|([A-Za-z])|(\\[A-Za-z]+|\\[{}\\])|([-+*/^_()\[\]{}|!=<>,;&]))")
+_TOKEN_RE = re.compile(r"\s*(?:(\d+(?:\.\d+)?)|([A-Za-z])|(\\[A-Za-z]+|\\[{}\\])|([-+*/:^_()\[\]{}|!=<>,;&]))")
 _COMMA_NUMBER_RE = re.compile(r"^\s*-?\d{1,3}(,\d{3})+(\.\d+)?\s*$")  # latex2sympy's rule for 1,000
 
 _TRIG = {"sin", "cos", "tan", "csc", "sec", "cot", "sinh", "cosh", "tanh"}
@@ -52,7 +52,7 @@ _RELATIONS = {
     r"\leq": sympy.LessThan, r"\ge": sympy.GreaterThan, r"\geq": sympy.GreaterThan, r"\neq": sympy.Ne,
     r"\ne": sympy.Ne,
 }  # fmt: skip
-_MUL_OPS = {"*", r"\cdot", r"\times", "/", r"\div"}
+_MUL_OPS = {"*", r"\cdot", r"\times", "/", r"\div", ":"}  # latex2sympy reads a ratio a:b as a/b
 _SETS = {
     "R": sympy.S.Reals,
     "Z": sympy.S.Integers,
@@ -225,7 +225,7 @@ class _Parser:
             if nofunc and self.starts_function():
                 raise Unsupported("an operator followed by a function inside a bare function argument")
             right, left = _expr(self.unary(nofunc)), _expr(left)
-            if operator in ("/", r"\div"):
+            if operator in ("/", r"\div", ":"):
                 if left.is_Integer and right.is_Integer:
                     left = sympy.Rational(left, right)
                 else:
@@ -488,6 +488,8 @@ class _Parser:
                 if separator == r"\\":
                     rows.append([])
         self.take(r"\end")
+        if len(rows) > 1 and not rows[-1]:  # a row separator right before \end ends no new row
+            rows.pop()
         if self.environment_name() != environment or not rows[-1]:
             raise Unsupported("a malformed matrix")
         return _Compound(sympy.Matrix(rows))

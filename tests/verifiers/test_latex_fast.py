@@ -56,13 +56,18 @@ ACCEPTED = [
     # matrices
     "\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix}", "\\begin{bmatrix}1 & 2\\end{bmatrix}",
     "\\begin{matrix}x\\\\y\\end{matrix}", "\\begin{pmatrix}\\frac{1}{2} & -1\\end{pmatrix}",
+    "\\begin{pmatrix}1&0\\\\-\\sin(x)&0\\\\\\end{pmatrix}", "\\begin{bmatrix} 1 & 2 \\\\ 3 & 4 \\\\ \\end{bmatrix}",
+    "\\begin{pmatrix}x\\\\\\end{pmatrix}",
+    # ratios: latex2sympy reads a:b as a/b, with the precedence of /
+    "a:b", "2:3", "6:4", "1:2:3", "S_{MBCN}:S=7:32", "V_{1}:V_{2}=11:21", "2x:3", "a+b:c", "a \\cdot b:c", "a:b/c",
+    "-a:b", "2:-3", "2:3x", "x=1:2", "1:2, 3", "\\frac{1}{2}:3", "\\sin x:2",
 ]  # fmt: skip
 
 # Forms the fast reader must refuse: outside its subset, or read by latex2sympy in a surprising way.
 REFUSED = [
     "f(x)", "x(2)", "a(b)", "\\alpha(x)", "2 3", "x^-1", "\\pm 3", "x \\pm 1", "\\text{yes}", "\\sum_{i=1}^n i",
     "\\int_0^1 x dx", "\\binom{5}{2}", "\\overline{AB}", "\\angle A", "f'(x)", "50\\%", "\\lfloor x \\rfloor",
-    "\\gamma", "\\Gamma", "\\Pi", "dx", "x^e", "{1}", "1:2", "\\begin{vmatrix}1 & 2\\\\3 & 4\\end{vmatrix}",
+    "\\gamma", "\\Gamma", "\\Pi", "dx", "x^e", "{1}", "\\begin{vmatrix}1 & 2\\\\3 & 4\\end{vmatrix}",
     "\\sin^-1 x", "\\sqrt[3]8", "1.", "x \\approx 2", "\\varnothing", "||x|-1|", "(1,2)^2", "(1,2)\\cup 3",
     "\\{x=1\\}", "x=1, 2, y=3", "\\sin x \\cdot \\cos x", "1\\,000", "x \\in 5", "5!=3", "I^2",
 ]  # fmt: skip
