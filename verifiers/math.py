@@ -349,11 +349,20 @@ def _strip_group(text: str) -> str:
     return text
 
 
+def _join_listed(text: str) -> str:
+    """ "a \\text{ and } b" -> "a, b"; "p=5, q=2 \\text{ and } p=7, q=2" -> "p=5, q=2; p=7, q=2" (a list of tuples)."""
+    chunks = [chunk.strip().strip(",").strip() for chunk in _CONJUNCTION_RE.split(text)]
+    if len(chunks) < 2 or not all(chunks):
+        return text
+    tuples = all(len(_top_level_split(chunk)) > 1 for chunk in chunks)
+    return ("; " if tuples else ", ").join(chunks)
+
+
 def _normalize(answer: str) -> _Normalized:
     text = _unwrap(answer)
     if "\\\\" in text and "\\begin" not in text:  # outside a matrix "\\\\" + letter is an escaped command
         text = _DOUBLE_ESCAPE_RE.sub(r"\\", text)
-    text = _strip_group(_CONJUNCTION_RE.sub(", ", text))
+    text = _strip_group(_join_listed(text))
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
     text = _ARRAY_RE.sub(r"\\begin{pmatrix}", text).replace("\\end{array}", "\\end{pmatrix}")
     text = _DIGIT_GAP_RE.sub(lambda m: "," if "," in m.group() else "", text)

@@ -414,6 +414,8 @@ FREE_TEXT = [  # (gold, completion, reward): the text path a task's reward takes
     ("(2, 5), (4, 1)", "\\boxed{(2, 5)} for the first curve and \\boxed{(4, 1)} for the second", 1.0),
     ("$a = 2 \\text{ and } a = -3$", "$a=-3, a=2$", 1.0),  # "and" lists
     ("2", "$x = 1 \\text{ or } x = 2$", 0.0),  # "or" lists too: two answers for one
+    ("$x = 1, y = 4 \\text{ and } x = 2, y = 3$", "$x=1,y=4;x=2,y=3$", 1.0),  # a list of pairs
+    ("$x = 1, y = 4 \\text{ and } x = 2, y = 3$", "$x=1,y=3;x=2,y=4$", 0.0),
     ("(2, 7)", "${2, 7}$", 1.0),  # bare braces group, they print "2, 7"
     ("0 < g(t) < 3", "$(0, 3)$", 1.0),  # a relation of a function's value is a set
     (
