@@ -395,6 +395,8 @@ class _Parser:
                     raise Unsupported("a power of I")
                 self.take()
                 power = self.exponent()
+        if self.peek() == "(" and self.call_follows():
+            return self.call(token, subscript, power)
         if self.peek() == "(":
             self.check_call()
         if subscript:
@@ -424,6 +426,54 @@ class _Parser:
         if not text or "." in text:
             raise Unsupported("an empty or decimal subscript")
         return f"_{{{text}}}" if len(text) > 1 else f"_{text}"
+
+    def call_follows(self) -> bool:
+        """Whether ( opens latex2sympy's function arguments: one atom, or atoms separated by commas.
+
+        An atom is a number, a letter other than e, a Greek letter, \\pi or \\infty, a letter may take a
+        subscript and a power of digits; f(2x), f(-x) and f(\\frac{1}{2}) are products there instead.
+        """
+        index = self.pos + 1
+        while True:
+            token = self.tokens[index] if index < len(self.tokens) else ""
+            if token[:1].isdigit():
+                index += 1
+            elif token.isalpha() and token != "e" or token[1:] in _GREEK or token in (r"\pi", r"\infty"):
+                index += 1
+                if token.isalpha():
+                    index = self.skip_script(index, "_")
+                    index = self.skip_script(index, "^")
+            else:
+                return False
+            token = self.tokens[index] if index < len(self.tokens) else ""
+            if token == ")":
+                return True
+            if token != ",":
+                return False
+            index += 1
+
+    def skip_script(self, index: int, mark: str) -> int:
+        """The index past a subscript (alphanumeric) or power (digits) at `index`, if one is there."""
+        tokens = self.tokens[index : index + 4]
+        fits = str.isalnum if mark == "_" else str.isdigit
+        if len(tokens) >= 2 and tokens[0] == mark and fits(tokens[1]) and "." not in tokens[1]:
+            return index + 2
+        if len(tokens) == 4 and tokens[0] == mark and tokens[1] == "{" and fits(tokens[2]) and tokens[3] == "}":
+            return index + 4
+        return index
+
+    def call(self, token: str, subscript: str, power: Any) -> Any:
+        """latex2sympy's applied function f(x): named by its text (F stays F, \\alpha keeps its backslash)."""
+        if subscript or token in ("E", r"\pi", r"\infty"):
+            raise Unsupported(f"a function call on {token}{subscript}")
+        self.take("(")
+        arguments = [_expr(self.additive())]
+        while self.take() == ",":
+            arguments.append(_expr(self.additive()))
+        if power is not None and self.peek() == "^":
+            raise Unsupported("a function with powers on both sides of its arguments")
+        value = sympy.Function(token)(*arguments)
+        return value if power is None else sympy.Pow(value, power, evaluate=False)
 
     def check_call(self) -> None:
         """A symbol before ( is a product only when the parenthesis holds a sum: f(x) is a function."""

@@ -61,12 +61,19 @@ ACCEPTED = [
     # ratios: latex2sympy reads a:b as a/b, with the precedence of /
     "a:b", "2:3", "6:4", "1:2:3", "S_{MBCN}:S=7:32", "V_{1}:V_{2}=11:21", "2x:3", "a+b:c", "a \\cdot b:c", "a:b/c",
     "-a:b", "2:-3", "2:3x", "x=1:2", "1:2, 3", "\\frac{1}{2}:3", "\\sin x:2",
+    # applied functions: a letter before ( with one atom or a list of atoms; f(x+1) stays a product
+    "f(x)", "f(x)=1", "0<f(x)<1", "g(2)", "f(x,y)", "f(a, b, c)", "x(2)", "x(2)=3", "a(b)", "F(X)", "I(x)",
+    "\\alpha(x)", "\\Delta(t)", "f(E)", "f(I)", "f(\\pi)", "f(\\infty)", "f(1.5)", "f(x_1)", "f(x_{12})", "f(x^2)",
+    "f(x_1^2)", "f^2(x)", "f^{2}(x)", "f(x)^2", "f(x)!", "2f(x)", "f(x)g(x)", "f(x)y", "f(2)(3)", "f(x)(x+1)",
+    "f(x) = x^2+1", "f'(x)", "h(t)=-5t^2", "f(0)=1,f(1)=2", "\\{f(1), f(2)\\}", "2x(3)", "xy(2)", "\\sin x(2)",
+    "\\ln f(x)", "\\frac{f(x)}{g(x)}", "|f(x)|", "f(x):g(x)", "P(A)=\\frac{1}{2}", "f(1)+f(2)=3", "d(x)",
 ]  # fmt: skip
 
 # Forms the fast reader must refuse: outside its subset, or read by latex2sympy in a surprising way.
 REFUSED = [
-    "f(x)", "x(2)", "a(b)", "\\alpha(x)", "2 3", "x^-1", "\\pm 3", "x \\pm 1", "\\text{yes}", "\\sum_{i=1}^n i",
-    "\\int_0^1 x dx", "\\binom{5}{2}", "\\overline{AB}", "\\angle A", "f'(x)", "50\\%", "\\lfloor x \\rfloor",
+    "f(2x)", "f(\\frac{1}{2})", "f_1(x)", "E(x)", "\\pi(x)", "f(x,)", "f^2(x)^3",
+    "2 3", "x^-1", "\\pm 3", "x \\pm 1", "\\text{yes}", "\\sum_{i=1}^n i",
+    "\\int_0^1 x dx", "\\binom{5}{2}", "\\overline{AB}", "\\angle A", "50\\%", "\\lfloor x \\rfloor",
     "\\gamma", "\\Gamma", "\\Pi", "dx", "x^e", "{1}", "\\begin{vmatrix}1 & 2\\\\3 & 4\\end{vmatrix}",
     "\\sin^-1 x", "\\sqrt[3]8", "1.", "x \\approx 2", "\\varnothing", "||x|-1|", "(1,2)^2", "(1,2)\\cup 3",
     "\\{x=1\\}", "x=1, 2, y=3", "\\sin x \\cdot \\cos x", "1\\,000", "x \\in 5", "5!=3", "I^2",
@@ -143,6 +150,7 @@ def test_types_that_matter_to_the_comparison() -> None:
 
 FACTORS = ["x", "y", "\\pi", "(x+1)", "\\sqrt{2}"]
 FUNCTIONS = ["\\sin", "\\cos", "\\tan", "\\ln", "\\log", "\\exp"]
+CALLED = ["f", "g", "x", "F", "\\alpha"]
 RELATIONS = ["=", "<", "\\le", ">", "\\geq", "\\neq"]
 
 
@@ -171,6 +179,8 @@ def _random_expr(rng: random.Random, depth: int) -> str:
         lambda: f"|{sub()}|",
         lambda: f"({sub()})!" if rng.random() < 0.5 else f"{rng.randint(0, 9)}!",
         lambda: f"{sub()}({sub()}+1)",
+        lambda: f"{sub()}:{sub()}",
+        lambda: rng.choice(CALLED) + "(" + ", ".join(rng.sample(atoms, rng.randint(1, 3))) + ")",
     ]
     return rng.choice(forms)()
 
