@@ -155,10 +155,14 @@ class _Parser:
         if any(isinstance(item, _Compound) and not _is_set(item) for item in items):
             raise Unsupported("a matrix inside a list")
         relations = [isinstance(item, sympy.core.relational.Relational | And) for item in items]
+        if sum(relations) > 1 and any(map(_is_set_equation, items)):
+            raise Unsupported("a set equation in a list of relations (latex2sympy rejects x = (1, 2), y = 3)")
         if all(relations) or not any(relations):
             return _set_or_tuple([[_unwrap(item) for item in group] for group in groups])
-        # "x = 1, 2" reads as x = {1, 2} when the left side is a lone symbol and nothing else relates
-        if isinstance(first, sympy.Eq) and first.lhs.is_Symbol and not any(relations[1:]) and len(groups) == 1:
+        # "x = 1, 2" reads as x = {1, 2} when the left side is a lone symbol (or a tuple of symbols, as in
+        # "(x, y) = (1, 2), (3, 4)") and nothing else relates
+        lone = isinstance(first, sympy.Eq) and (first.lhs.is_Symbol or isinstance(first.lhs, sympy.Tuple))
+        if lone and not any(relations[1:]) and len(groups) == 1:
             return sympy.Eq(first.lhs, _set_or_tuple([[first.rhs, *map(_unwrap, rest)]]), evaluate=False)
         raise Unsupported("a list mixing relations and values")
 
@@ -183,6 +187,9 @@ class _Parser:
         return left
 
     def relation(self) -> Any:
+        names = self.symbol_tuple() if self.peek() == "(" else None
+        if names is not None:
+            return self.tuple_equation(names)
         left = self.additive()
         if self.peek() == r"\in":
             self.take()
@@ -202,6 +209,36 @@ class _Parser:
             else:
                 left = make(left, right, evaluate=False)
         return left
+
+    def symbol_tuple(self) -> sympy.Tuple | None:
+        """latex2sympy's atom list: (p, q) right before = or \\in is a tuple of symbols, never an interval."""
+        start, names = self.pos, []
+        self.take("(")
+        while (self.peek().isalpha() and self.peek() not in "eEI") or self.peek()[1:] in _GREEK:
+            token = self.take()
+            subscript = ""
+            if self.peek() == "_":
+                self.take()
+                subscript = self.subscript()
+            names.append(sympy.Symbol(((token[1:] if token[0] == "\\" else token) + subscript).lower()))
+            if self.peek() != ",":
+                break
+            self.take()
+        if len(names) >= 2 and self.peek() == ")" and self.peek(1) in ("=", r"\in"):
+            self.take()
+            return sympy.Tuple(*names)
+        self.pos = start
+        return None
+
+    def tuple_equation(self, names: sympy.Tuple) -> Any:
+        """(p, q) = (3, 2) is Eq(Tuple(p, q), Tuple(3, 2)), and (a, b) = (1, 2) equates the tuple to an interval."""
+        self.take()
+        right = self.additive()
+        if self.peek() in (r"\cup", r"\cap"):
+            right = self.set_operations(right)
+        if not _is_set(right) or self.peek() in _RELATIONS or self.peek() == r"\in":
+            raise Unsupported("a tuple of symbols equated to something that is not a set")
+        return sympy.Eq(names, right.value, evaluate=False)
 
     def set_equation(self, left: Any, right: Any) -> Any:
         if not (isinstance(left, sympy.Symbol) and _is_set(right)) or self.peek() in _RELATIONS:
@@ -594,6 +631,11 @@ def _expr(value: Any) -> Any:
     if isinstance(value, _Compound) or not isinstance(value, sympy.Expr):
         raise Unsupported("a set, tuple, matrix or relation used in arithmetic")
     return value
+
+
+def _is_set_equation(value: Any) -> bool:
+    """Whether `value` is x = [0, 1] or (p, q) = (3, 2): an equation with a set or tuple on one side."""
+    return isinstance(value, sympy.Eq) and not (isinstance(value.lhs, sympy.Expr) and isinstance(value.rhs, sympy.Expr))
 
 
 def _unwrap(value: Any) -> Any:

@@ -67,6 +67,11 @@ ACCEPTED = [
     "f(x_1^2)", "f^2(x)", "f^{2}(x)", "f(x)^2", "f(x)!", "2f(x)", "f(x)g(x)", "f(x)y", "f(2)(3)", "f(x)(x+1)",
     "f(x) = x^2+1", "f'(x)", "h(t)=-5t^2", "f(0)=1,f(1)=2", "\\{f(1), f(2)\\}", "2x(3)", "xy(2)", "\\sin x(2)",
     "\\ln f(x)", "\\frac{f(x)}{g(x)}", "|f(x)|", "f(x):g(x)", "P(A)=\\frac{1}{2}", "f(1)+f(2)=3", "d(x)",
+    # tuple equations: (p, q) before = or \\in is a tuple of symbols; the right side may read as an interval
+    "(p,q)=(3,2)", "(p, q, r) = (3, 2, 7)", "(a,b)=(1,2)", "(a,b)=[1,2]", "(x,y)=(1,2),(3,4)", "(x_1,y_1)=(3,2)",
+    "(x_{12},y)=(3,2)", "(\\alpha,\\beta)=(3,2)", "(X,Y)=(3,2)", "(p,q)=(x,y)", "(p,q)=(3,2,1)", "(a,b,c)=(1,2)",
+    "(p,q)\\in\\{(3,2)\\}", "(p,q)=\\{(3,2),(1,0)\\}", "(x,y)=(1,2)\\cup(3,4)", "(a,b)\\in\\mathbb{R}", "(p)=(3,2)",
+    "(x, y) = (\\frac{1}{2}, -3)", "(x,y)=(1,2), 3", "x=[1,2], 3",
 ]  # fmt: skip
 
 # Forms the fast reader must refuse: outside its subset, or read by latex2sympy in a surprising way.
@@ -76,6 +81,8 @@ REFUSED = [
     "\\int_0^1 x dx", "\\binom{5}{2}", "\\overline{AB}", "\\angle A", "50\\%", "\\lfloor x \\rfloor",
     "\\gamma", "\\Gamma", "\\Pi", "dx", "x^e", "{1}", "\\begin{vmatrix}1 & 2\\\\3 & 4\\end{vmatrix}",
     "\\sin^-1 x", "\\sqrt[3]8", "1.", "x \\approx 2", "\\varnothing", "||x|-1|", "(1,2)^2", "(1,2)\\cup 3",
+    "(3,2)=(p,q)", "(x,y)<(3,2)", "(x,y)=(3,2)=(1,0)", "(x+1,y)=(3,2)", "(p,q)=3", "(E,q)=(3,2)", "(x^2,y)=(3,2)",
+    "(x,y)=(1,2), x=3", "x=(1,2), y=3", "x=1, y\\in(1,2)", "(p,q)=(3,2);(1,0)",
     "\\{x=1\\}", "x=1, 2, y=3", "\\sin x \\cdot \\cos x", "1\\,000", "x \\in 5", "5!=3", "I^2",
 ]  # fmt: skip
 
@@ -197,6 +204,10 @@ def _random_answer(rng: random.Random) -> str:
     if kind < 0.95:
         items = ", ".join(_random_expr(rng, 1) for _ in range(rng.randint(2, 4)))
         return rng.choice([items, f"\\{{{items}\\}}", f"({items})"])
+    if kind < 0.97:
+        names = rng.sample(["p", "q", "x", "y", "a_1", "\\alpha"], rng.randint(2, 3))
+        values = [_random_expr(rng, 0) for _ in range(rng.choice([len(names), 2]))]
+        return "(" + ", ".join(names) + ") " + rng.choice(["=", "\\in"]) + " (" + ", ".join(values) + ")"
     return f"({rng.randint(-5, 5)}, {rng.randint(-5, 5)}) \\cup [{rng.randint(6, 9)}, \\infty)"
 
 
