@@ -1,13 +1,14 @@
 """A fast recursive-descent reader for the common subset of final-answer LaTeX.
 
 The math verifier reads answers with latex2sympy2_extended, whose ANTLR parser costs milliseconds per
-answer. This module reads the everyday subset (numbers, symbols, arithmetic, fractions, roots, powers,
-elementary functions, relations, lists, sets, intervals and matrices) in tens of microseconds and builds
-the same sympy objects latex2sympy would, quirks included, from text already passed through
-``normalize_latex``. Whatever it is not sure about it refuses with `Unsupported`, so that the caller
-falls back to latex2sympy: a refusal is always safe, a different reading is a bug. It must never hand
-the text to eval, exec, sympify or parse_expr, and never build a value that is expensive to compute
-(numeric powers and factorials stay unevaluated, input length and nesting depth are capped).
+answer. This module reads the everyday subset (numbers, symbols, arithmetic, ratios, fractions, roots,
+powers, elementary and applied functions, relations, \\pm, lists, sets, intervals, tuple equations and
+matrices) in tens of microseconds and builds the same sympy objects latex2sympy would, quirks included,
+from text already passed through ``normalize_latex``. Whatever it is not sure about it refuses with
+`Unsupported`, so that the caller falls back to latex2sympy: a refusal is always safe, a different
+reading is a bug. It must never hand the text to eval, exec, sympify or parse_expr, and never build a
+value that is expensive to compute (numeric powers and factorials stay unevaluated, input length and
+nesting depth are capped).
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ class _Compound:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+class _Both:
+    """The two values an element a \\pm b stands for, each one item of the answer's list."""
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
 
 
 _TOKEN_RE = re.compile(r"\s*(?:(\d+(?:\.\d+)?)|([A-Za-z])|(\\[A-Za-z]+|\\[{}\\])|([-+*/:^_()\[\]{}|!=<>,;&]))")
@@ -63,7 +71,8 @@ _SETS = {
 _MATRICES = {"pmatrix", "bmatrix", "matrix"}
 _COMMANDS = (
     _FUNCTIONS | _GREEK | {"pi", "infty", "frac", "dfrac", "tfrac", "sqrt", "cup", "cap", "in", "emptyset"}
-    | {"mathbb", "begin", "end", "cdot", "times", "div"} | {name[1:] for name in _RELATIONS if name[0] == "\\"}
+    | {"mathbb", "begin", "end", "cdot", "times", "div", "pm", "mp"}
+    | {name[1:] for name in _RELATIONS if name[0] == "\\"}
 )  # fmt: skip
 
 
@@ -148,7 +157,14 @@ class _Parser:
             groups[-1].append(self.element())
         if self.peek():
             raise Unsupported(f"unexpected {self.peek()!r} at token {self.pos}")
+        both = any(isinstance(item, _Both) for group in groups for item in group)
+        groups = [
+            [value for item in group for value in (item.values if isinstance(item, _Both) else [item])]
+            for group in groups
+        ]
         items = [item for group in groups for item in group]
+        if both and any(isinstance(item, sympy.core.relational.Relational | And | _Compound) for item in items):
+            raise Unsupported("\\pm in a list with relations or sets")
         if len(items) == 1:
             return items[0].value if isinstance(items[0], _Compound) else items[0]
         first, rest = items[0], items[1:]
@@ -167,8 +183,18 @@ class _Parser:
         raise Unsupported("a list mixing relations and values")
 
     def element(self) -> Any:
-        """A relation, an expression, or a set expression joined by \\cup and \\cap."""
+        """A relation, an expression, a set expression joined by \\cup and \\cap, or a \\pm b."""
+        if self.peek() in (r"\pm", r"\mp"):  # latex2sympy's plus_minus_expr: \pm b is the two items -b, b
+            self.take()
+            right = _expr(self.additive())
+            return _Both([_as_unary_minus(right), right])
         value = self.relation()
+        if self.peek() in (r"\pm", r"\mp"):  # a \pm b is a + b, a - b (the order does not matter in a set)
+            self.take()
+            left, right = _expr(value), _expr(self.additive())
+            return _Both(
+                [sympy.Add(left, right, evaluate=False), sympy.Add(left, _as_unary_minus(right), evaluate=False)]
+            )
         if self.peek() in (r"\cup", r"\cap"):
             value = self.set_operations(value)
         return value
@@ -303,7 +329,7 @@ class _Parser:
         token = self.peek()
         if not token or token in ("+", "-", "^", "_", "!", ")", "]", "}", r"\}", ",", ";", "&", r"\\"):
             return False
-        if token in _RELATIONS or token in _MUL_OPS or token in (r"\cup", r"\cap", r"\in", r"\end"):
+        if token in _RELATIONS or token in _MUL_OPS or token in (r"\cup", r"\cap", r"\in", r"\end", r"\pm", r"\mp"):
             return False
         if token == "|":
             return not self.in_abs  # inside |...| a bar closes; outside, |x||y| is a product
@@ -359,8 +385,8 @@ class _Parser:
 
     def primary_inner(self, token: str, nofunc: bool) -> Any:
         if token[0].isdigit():
-            if self.peek() == "_":
-                raise Unsupported("a subscripted number")
+            if self.peek() == "_":  # latex2sympy drops a number's subscript: 1112_3 is 1112
+                self.number_subscript()
             return _number(token)
         if token in ("(", "["):
             return self.bracket(token)
@@ -416,6 +442,19 @@ class _Parser:
         if token.isalpha() or token[1:] in _GREEK or token in (r"\pi", r"\infty"):
             return self.symbol(token)
         raise Unsupported(f"unexpected {token!r}")
+
+    def number_subscript(self) -> None:
+        """Skip a number's base subscript (one digit or letter, or a braced digit run or letter)."""
+        self.take("_")
+        token = self.take()
+        braced = token == "{"
+        if braced:
+            token = self.take()
+            self.take("}")
+        if not (token.isalpha() or token.isdigit() and (braced or len(token) == 1)):  # 101_23: where does it end?
+            raise Unsupported(f"unsupported number subscript {token!r}")
+        if self.peek() in ("^", "_", "!") or self.starts_factor(False):
+            raise Unsupported("a subscripted number followed by more")
 
     def symbol(self, token: str) -> Any:
         if token == "d" and (self.peek().isalpha() or self.peek()[:1] == "\\"):
@@ -636,6 +675,10 @@ def _expr(value: Any) -> Any:
 def _is_set_equation(value: Any) -> bool:
     """Whether `value` is x = [0, 1] or (p, q) = (3, 2): an equation with a set or tuple on one side."""
     return isinstance(value, sympy.Eq) and not (isinstance(value.lhs, sympy.Expr) and isinstance(value.rhs, sympy.Expr))
+
+
+def _as_unary_minus(value: Any) -> Any:
+    return sympy.Rational(-value.p, value.q) if value.is_Rational else sympy.Mul(-1, value, evaluate=False)
 
 
 def _unwrap(value: Any) -> Any:

@@ -72,12 +72,19 @@ ACCEPTED = [
     "(x_{12},y)=(3,2)", "(\\alpha,\\beta)=(3,2)", "(X,Y)=(3,2)", "(p,q)=(x,y)", "(p,q)=(3,2,1)", "(a,b,c)=(1,2)",
     "(p,q)\\in\\{(3,2)\\}", "(p,q)=\\{(3,2),(1,0)\\}", "(x,y)=(1,2)\\cup(3,4)", "(a,b)\\in\\mathbb{R}", "(p)=(3,2)",
     "(x, y) = (\\frac{1}{2}, -3)", "(x,y)=(1,2), 3", "x=[1,2], 3",
+    # \\pm b is the two items -b, b of a list, a \\pm b is a + b, a - b; numbers drop their base subscript
+    "\\pm 3", "\\mp 3", "\\pm 0", "\\pm -3", "\\pm 3.5", "\\pm x^2", "\\pm\\frac{x}{2}", "1 \\pm \\sqrt{2}",
+    "x \\pm 1", "2\\pm 3",
+    "1\\mp 2", "-1\\pm 2i", "a\\pm b+c", "2x\\pm 3y", "-b\\pm\\sqrt{b^2-4ac}", "\\frac{1}{2}\\pm\\frac{\\sqrt{3}}{2}i",
+    "\\pm 3, 4", "1\\pm 2, 3\\pm 4", "1\\pm 2; 3", "\\sin x \\pm 1", "1112112_3", "101_{2}", "10_{16}", "1.5_3",
+    "12_x", "101_2+1", "101_{2}=5", "2\\cdot 101_2",
 ]  # fmt: skip
 
 # Forms the fast reader must refuse: outside its subset, or read by latex2sympy in a surprising way.
 REFUSED = [
     "f(2x)", "f(\\frac{1}{2})", "f_1(x)", "E(x)", "\\pi(x)", "f(x,)", "f^2(x)^3",
-    "2 3", "x^-1", "\\pm 3", "x \\pm 1", "\\text{yes}", "\\sum_{i=1}^n i",
+    "2 3", "x^-1", "x=\\pm 3", "x=1\\pm 2", "1\\pm 2\\pm 3", "(1\\pm 2)",
+    "x\\pm 1 = 0", "-\\pm 3", "101_2^2", "101_23", "\\text{yes}", "\\sum_{i=1}^n i",
     "\\int_0^1 x dx", "\\binom{5}{2}", "\\overline{AB}", "\\angle A", "50\\%", "\\lfloor x \\rfloor",
     "\\gamma", "\\Gamma", "\\Pi", "dx", "x^e", "{1}", "\\begin{vmatrix}1 & 2\\\\3 & 4\\end{vmatrix}",
     "\\sin^-1 x", "\\sqrt[3]8", "1.", "x \\approx 2", "\\varnothing", "||x|-1|", "(1,2)^2", "(1,2)\\cup 3",
@@ -157,6 +164,7 @@ def test_types_that_matter_to_the_comparison() -> None:
 
 FACTORS = ["x", "y", "\\pi", "(x+1)", "\\sqrt{2}"]
 FUNCTIONS = ["\\sin", "\\cos", "\\tan", "\\ln", "\\log", "\\exp"]
+PLUS_MINUS = ["\\pm", "\\mp"]
 CALLED = ["f", "g", "x", "F", "\\alpha"]
 RELATIONS = ["=", "<", "\\le", ">", "\\geq", "\\neq"]
 
@@ -204,6 +212,8 @@ def _random_answer(rng: random.Random) -> str:
     if kind < 0.95:
         items = ", ".join(_random_expr(rng, 1) for _ in range(rng.randint(2, 4)))
         return rng.choice([items, f"\\{{{items}\\}}", f"({items})"])
+    if kind < 0.96:
+        return f"{rng.choice(['', _random_expr(rng, 1)])} {rng.choice(PLUS_MINUS)} {_random_expr(rng, 1)}"
     if kind < 0.97:
         names = rng.sample(["p", "q", "x", "y", "a_1", "\\alpha"], rng.randint(2, 3))
         values = [_random_expr(rng, 0) for _ in range(rng.choice([len(names), 2]))]
