@@ -991,7 +991,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for bench in sets:
             print(f"{bench.title}: {len(bench.cases)} cases", file=sys.stderr)
-            paths = [*bench.pairs, *sorted(set(bench.pairs.values()))]
+            paths = [*bench.pairs, *sorted({p for anchors in bench.pairs.values() for p in anchors})]
             results[bench.name] = {
                 p: run_path(p, bench.cases, bench.reps, bench.hot, bench.watchdog or args.watchdog, Path(scratch))
                 for p in paths
