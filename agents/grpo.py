@@ -4,14 +4,14 @@ Each step plays `prompts_per_step` tasks `group_size` times (a `VectorLLMEnv` wi
 turns rewards into group-relative advantages, and takes a clipped policy-gradient step on the
 policy tokens only. Episodes whose verifier failed (`Verdict.error`) are left out of the loss and
 of their group's baseline, and counted (`verifier_error_fraction`). The variants that papers argue
-about are config choices, each resolved to one function once: advantage scaling (GRPO std /
-Dr. GRPO none / batch), loss aggregation (token mean as DAPO, sequence mean as GRPO, constant
-normaliser as Dr. GRPO), token or sequence (GSPO) importance ratios, clip-higher, dynamic sampling,
-KL to a reference model (off by default, so no reference model is loaded). Log-probs are computed
-on completion positions only (see agents/scoring.py). Reward shaping is the task's business (a
-`Rubric`), not the learner's. `train(config)` is the loop behind `llmenv train grpo`; what every
-learner shares around it (device checks, resume, Ctrl-C, checkpoints) is in agents/trainer.py and
-agents/checkpoint.py.
+about are config choices, each resolved to one function once: advantage estimator (GRPO std /
+Dr. GRPO none / batch / RLOO / REINFORCE++ per token, with or without a group baseline), loss
+aggregation (token mean as DAPO, sequence mean as GRPO, constant normaliser as Dr. GRPO), token
+or sequence (GSPO) importance ratios, clip-higher, dynamic sampling, KL to a reference model (off
+by default, so no reference model is loaded). Log-probs are computed on completion positions only
+(see agents/scoring.py). Reward shaping is the task's business (a `Rubric`), not the learner's.
+`train(config)` is the loop behind `llmenv train grpo`; what every learner shares around it (device
+checks, resume, Ctrl-C, checkpoints) is in agents/trainer.py and agents/checkpoint.py.
 """
 
 from __future__ import annotations
@@ -80,7 +80,10 @@ class GRPOConfig:
     )
     micro_batch: int = option(8, "Sequences per forward/backward (gradient accumulation).", **at_least(1))
     advantage: str = option(
-        "std", 'Advantage scaling: "std" (GRPO), "none" (Dr. GRPO) or "batch" (batch-std).', choices=losses.ADVANTAGES
+        "std",
+        'Advantage: "std" (GRPO), "none" (Dr. GRPO), "batch" (batch-std), "rloo" (leave-one-out), "reinforce_pp" or'
+        ' "reinforce_pp_baseline" (REINFORCE++ per token, whitened over the batch; with a group-mean baseline).',
+        choices=losses.ADVANTAGES,
     )
     loss_aggregation: str = option(
         "token_mean",
@@ -205,7 +208,7 @@ def policy_loss(
         state.model, ids, attention, mask, with_entropy=True, entropy_grad=cfg.entropy_coef > 0, bf16=cfg.bf16
     )  # (b, L)
     old = logp.detach() if old_logp is None else old_logp.to(device)  # (b, L)
-    adv = advantages.to(device)  # (b,)
+    adv = advantages.to(device)  # (b, L)
     if cfg.importance == "sequence":
         per_token, clipped = losses.gspo_surrogate(logp, old, adv, mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high)
     else:
@@ -236,9 +239,11 @@ def update(state: TrainState, batch: RolloutBatch) -> dict[str, float]:
     """
     cfg = state.config
     scored = ~batch.errored  # (B,)
-    advantages = torch.zeros_like(batch.rewards)  # (B,)
+    advantages = torch.zeros_like(batch.loss_mask)  # (B, L): a sequence-level advantage fills its row
     if scored.any():
-        advantages[scored] = state.advantage_fn(batch.rewards[scored], batch.group_ids[scored])
+        rewards, groups, mask = batch.rewards[scored], batch.group_ids[scored], batch.loss_mask[scored]
+        found = state.advantage_fn(rewards, groups, mask)  # (n,) sequence-level or (n, L) per token
+        advantages[scored] = found.reshape(len(found), -1)  # (n, 1) broadcasts over L
     varying = _varying_groups(batch.rewards, batch.group_ids, scored)  # (B,)
     keep = scored.clone()  # (B,)
     if cfg.dynamic_sampling:
@@ -278,7 +283,7 @@ def update(state: TrainState, batch: RolloutBatch) -> dict[str, float]:
     for _ in range(cfg.epochs):
         state.optimizer.zero_grad(set_to_none=True)
         for (chunk, sub), old in zip(chunks, old_logps):
-            loss, stats = policy_loss(state, sub, advantages[chunk], old)
+            loss, stats = policy_loss(state, sub, advantages[chunk, : sub.input_ids.shape[1]], old)
             (loss * len(chunk) / len(rows)).backward()
             metrics["loss"] += float(loss.detach()) * len(chunk) / len(rows) / cfg.epochs
             for key, value in stats.items():

@@ -1,4 +1,4 @@
-"""Policy-gradient loss pieces as pure functions over tensors: advantages, surrogates, KL, aggregation.
+"""Policy-gradient loss pieces as pure functions over tensors: advantages, surrogates, values, KL, aggregation.
 
 Every learner builds its objective from these. Variants are separate functions, and the registries
 `ADVANTAGES` and `AGGREGATIONS` let a config choose one once. Masks are (B, T) with 1 on policy
@@ -55,11 +55,98 @@ def batch_normalized_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, 
     return centred / (std + eps) if std > eps else torch.zeros_like(centred)
 
 
-ADVANTAGES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "std": lambda r, g: group_advantages(r, g, scale="std"),
-    "none": lambda r, g: group_advantages(r, g, scale="none"),
-    "batch": batch_normalized_advantages,
+def rloo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """RLOO: reward minus the mean of the other rewards of its group; a group of one gets 0."""
+    groups, index = group_ids.unique(return_inverse=True)  # (G,), (N,)
+    count = torch.zeros(len(groups), dtype=rewards.dtype).index_add_(0, index, torch.ones_like(rewards))[index]  # (N,)
+    total = torch.zeros(len(groups), dtype=rewards.dtype).index_add_(0, index, rewards)[index]  # (N,)
+    others = (total - rewards) / (count - 1).clamp(min=1)  # (N,)
+    return torch.where(count > 1, rewards - others, torch.zeros_like(rewards))  # (N,)
+
+
+def gae_advantages(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over policy tokens only (as veRL): env tokens between turns are skipped; returns (advantages, returns).
+
+    Each row equals GAE on its compressed policy-only sequence: the next value of a policy token is
+    the value at the next policy token of the row (0 after the last), and discounting is per policy
+    token, not per position. Positions with mask 0 get advantage and return 0 and, whatever rewards
+    or values they hold (even inf), change nothing.
+    """
+    policy = mask.bool()  # (B, T)
+    rewards = torch.where(policy, rewards, torch.zeros_like(rewards))  # (B, T)
+    values = torch.where(policy, values, torch.zeros_like(values))  # (B, T)
+    advantages = torch.zeros_like(rewards)  # (B, T)
+    next_value = torch.zeros_like(rewards[:, 0])  # (B,)
+    next_advantage = torch.zeros_like(rewards[:, 0])  # (B,)
+    for step in reversed(range(rewards.shape[1])):
+        here = policy[:, step]  # (B,)
+        delta = rewards[:, step] + gamma * next_value - values[:, step]  # (B,)
+        advantage = delta + gamma * lam * next_advantage  # (B,)
+        advantages[:, step] = torch.where(here, advantage, torch.zeros_like(advantage))
+        next_value = torch.where(here, values[:, step], next_value)  # (B,): env tokens carry the later value over
+        next_advantage = torch.where(here, advantage, next_advantage)  # (B,)
+    returns = torch.where(policy, advantages + values, torch.zeros_like(values))  # (B, T)
+    return advantages, returns
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) over masked positions, var unbiased (ddof=1) as TRL's masked_whiten; 0 elsewhere.
+
+    With `shift_mean=False` the mean is added back (unit variance, original mean), as in TRL. Fewer
+    than two masked values have variance 0.
+    """
+    policy = mask.bool()  # (B, T)
+    count = policy.sum()
+    mean = masked_mean(x, mask)
+    centred = torch.where(policy, x - mean, torch.zeros_like(x))  # (B, T)
+    var = (centred**2).sum() / (count - 1).clamp(min=1)
+    whitened = centred * torch.rsqrt(var + eps)  # (B, T)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(policy, whitened, torch.zeros_like(whitened))  # (B, T)
+
+
+def reinforce_pp_advantages(
+    token_rewards: torch.Tensor, mask: torch.Tensor, *, gamma: float = 1.0, group_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """REINFORCE++: discounted reward-to-go per policy token, whitened over every policy token of the batch.
+
+    Discounting is per policy token (env tokens are skipped, as in `gae_advantages`). With `group_ids`
+    (REINFORCE++-baseline) the group mean of the sequence rewards (the sum of a row's token rewards)
+    is first subtracted at each row's last policy token, where an outcome reward sits.
+    """
+    policy = mask.bool()  # (B, T)
+    token_rewards = torch.where(policy, token_rewards, torch.zeros_like(token_rewards))  # (B, T)
+    if group_ids is not None:
+        baseline, _ = _group_stats(token_rewards.sum(1), group_ids)  # (B,)
+        token_rewards = token_rewards - baseline[:, None] * last_policy_token(mask)  # (B, T)
+    returns, _ = gae_advantages(token_rewards, torch.zeros_like(token_rewards), mask, gamma=gamma, lam=1.0)  # (B, T)
+    return whiten(returns, mask)  # (B, T)
+
+
+def last_policy_token(mask: torch.Tensor) -> torch.Tensor:
+    """One-hot (B, T) of each row's last policy token (all zero for a row without one)."""
+    position = torch.arange(mask.shape[1], device=mask.device)  # (T,)
+    last = torch.where(mask.bool(), position, -1).max(1).values  # (B,)
+    return (position == last[:, None]).to(mask.dtype) * mask  # (B, T)
+
+
+def outcome_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sequence rewards (B,) as per-token rewards (B, T): each at its row's last policy token, 0 elsewhere."""
+    return rewards[:, None] * last_policy_token(mask).to(rewards.dtype)  # (B, T)
+
+
+ADVANTAGES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "std": lambda r, g, m: group_advantages(r, g, scale="std"),
+    "none": lambda r, g, m: group_advantages(r, g, scale="none"),
+    "batch": lambda r, g, m: batch_normalized_advantages(r, g),
+    "rloo": lambda r, g, m: rloo_advantages(r, g),
+    "reinforce_pp": lambda r, g, m: reinforce_pp_advantages(outcome_token_rewards(r, m), m),
+    "reinforce_pp_baseline": lambda r, g, m: reinforce_pp_advantages(outcome_token_rewards(r, m), m, group_ids=g),
 }
+"""Advantage estimators a config picks from: (rewards (N,), group_ids (N,), loss_mask (N, T)) -> (N,) or (N, T)."""
 
 
 # -- surrogates ---------------------------------------------------------------------------------
@@ -101,11 +188,58 @@ def gspo_surrogate(
     log_ratio = torch.where(mask.bool(), logp - old_logp, torch.zeros_like(logp))  # (B, T)
     seq_log_ratio = log_ratio.sum(1) / mask.sum(1).clamp(min=1)  # (B,)
     token_ratio = (seq_log_ratio.detach()[:, None] + logp - logp.detach()).exp()  # (B, T) = s_i in value
-    adv = advantages[:, None]  # (B, 1)
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages  # (B, 1) or (B, T)
     unclipped = token_ratio * adv  # (B, T)
     clipped = token_ratio.clamp(1 - clip_low, 1 + clip_high) * adv  # (B, T)
     loss = -torch.minimum(unclipped, clipped)  # (B, T)
     return loss, (clipped < unclipped).expand_as(loss)
+
+
+# -- values and KL control --------------------------------------------------------------------
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, *, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO value loss: masked mean of 0.5 * max((v - R)^2, (clip(v, old +- clip_range) - R)^2); also the clip fraction.
+
+    The clip fraction is the share of policy tokens where the clipped error is the larger one.
+    """
+    clipped_values = old_values + (values - old_values).clamp(-clip_range, clip_range)  # (B, T)
+    unclipped_error = (values - returns) ** 2  # (B, T)
+    clipped_error = (clipped_values - returns) ** 2  # (B, T)
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
+    clip_fraction = masked_mean((clipped_error > unclipped_error).to(values.dtype), mask)
+    return loss, clip_fraction
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 - Var[R - v] / Var[R] over masked tokens (1: perfect, 0: no better than a constant); NaN when Var[R] is 0."""
+    policy = mask.bool()  # (B, T)
+    returns = torch.where(policy, returns, torch.zeros_like(returns))  # (B, T)
+    residual = torch.where(policy, returns - values, torch.zeros_like(returns))  # (B, T)
+
+    def variance(x: torch.Tensor) -> torch.Tensor:
+        return masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+
+    var_returns = variance(returns)
+    if var_returns == 0:
+        return torch.tensor(float("nan"), dtype=returns.dtype)
+    return 1 - variance(residual) / var_returns
+
+
+def adaptive_kl_coef(beta: float, kl: float, *, target: float, horizon: float, n_steps: int) -> float:
+    """Ziegler et al.'s adaptive KL controller: beta * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon).
+
+    `kl` is the batch mean of each sequence's summed per-token k1 KL (nats per sequence), as TRL's
+    PPO reads it; `n_steps` is the number of samples (sequences) the step trained on.
+    """
+    if target <= 0:
+        raise ValueError(f"target must be a KL > 0 in nats per sequence (e.g. 6.0), got {target!r}")
+    if horizon <= 0:
+        raise ValueError(f"horizon must be > 0 samples (e.g. 10000), got {horizon!r}")
+    error = min(max(kl / target - 1, -0.2), 0.2)
+    return beta * (1 + error * n_steps / horizon)
 
 
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, *, estimator: str = "k3") -> torch.Tensor:

@@ -181,7 +181,8 @@ def test_help_shows_defaults_and_version_prints(capsys):
     with pytest.raises(SystemExit):
         main(["train", "grpo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--group-size INT" in text and "(default: 4)" in text and "{std,none,batch}" in text
+    assert "--group-size INT" in text and "(default: 4)" in text
+    assert "{std,none,batch,rloo,reinforce_pp,reinforce_pp_baseline}" in text
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"llmenv {__import__('llmenv').__version__}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import math
@@ -13,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 import llmenv
+from llmenv.agents import losses
+from llmenv.agents.config import add_config_flags, config_from_args
 from llmenv.agents.grpo import GRPOConfig, train
 from llmenv.errors import CheckpointError, ConfigError
 from llmenv.models import tiny_llama
@@ -128,6 +131,8 @@ def tiny_llama_from(path):
         {"epochs": 2, "entropy_coef": 0.01},
         {"dynamic_sampling": True, "drop_cut": True},
         {"bf16": True, "gradient_checkpointing": True},
+        {"advantage": "rloo"},
+        {"advantage": "reinforce_pp_baseline", "importance": "sequence", "clip_low": 3e-4, "clip_high": 4e-4},
     ],
     ids=lambda o: ",".join(o),
 )
@@ -138,6 +143,32 @@ def test_every_variant_trains_with_finite_loss(tiny_dir, tmp_path, overrides):
         assert all(isinstance(row[k], (int, float)) and math.isfinite(row[k]) for k in REQUIRED), row
     if overrides.get("beta"):
         assert rows[0]["kl"] == 0.0 and rows[1]["kl"] != 0.0  # the policy leaves the reference after step 1
+
+
+def test_reinforce_pp_gives_the_loss_per_token_advantages_zero_off_the_policy_tokens(tiny_dir, tmp_path, monkeypatch):
+    from llmenv.agents import grpo
+
+    seen = []
+    policy_loss = grpo.policy_loss
+
+    def watched(state, rows, advantages, old_logp):
+        seen.append((advantages.clone(), rows.loss_mask.clone()))
+        return policy_loss(state, rows, advantages, old_logp)
+
+    monkeypatch.setattr(grpo, "policy_loss", watched)
+    run(tiny_dir, tmp_path, steps=1, advantage="reinforce_pp")
+    assert seen
+    for advantages, mask in seen:
+        assert advantages.shape == mask.shape and torch.isfinite(advantages).all()
+        assert advantages[mask == 0].abs().sum() == 0
+
+
+@pytest.mark.parametrize("name", sorted(losses.ADVANTAGES))
+def test_every_advantage_estimator_is_a_flag_value(tiny_dir, tmp_path, name):
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, GRPOConfig)
+    args = parser.parse_args(["--advantage", name, "--model", tiny_dir, "--out", str(tmp_path)])
+    assert config_from_args(GRPOConfig, args).advantage == name
 
 
 def test_lora_trains_only_the_adapter(tiny_dir, tmp_path):
@@ -280,6 +311,7 @@ def test_status_line_warns_when_a_step_carried_no_learning_signal():
         ({"steps": 0}, "steps=0"),
         ({"steps": -3}, "steps=-3"),
         ({"advantage": "zscore"}, "advantage='zscore' \\(expected one of"),
+        ({"advantage": "reinforce"}, "advantage='reinforce' \\(expected one of .*'rloo', 'reinforce_pp'"),
         ({"clip_low": 1.5}, "clip_low"),
         ({"group_size": 1}, "group_size=1 .*nothing is learned"),
     ],
