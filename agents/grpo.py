@@ -239,7 +239,7 @@ def update(state: TrainState, batch: RolloutBatch) -> dict[str, float]:
     """
     cfg = state.config
     scored = ~batch.errored  # (B,)
-    advantages = torch.zeros_like(batch.loss_mask)  # (B, L): a sequence-level advantage fills its row
+    advantages = torch.zeros_like(batch.loss_mask, dtype=batch.rewards.dtype)  # (B, L): sequence-level ones fill a row
     if scored.any():
         rewards, groups, mask = batch.rewards[scored], batch.group_ids[scored], batch.loss_mask[scored]
         found = state.advantage_fn(rewards, groups, mask)  # (n,) sequence-level or (n, L) per token

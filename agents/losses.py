@@ -64,6 +64,7 @@ def rloo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Ten
     return torch.where(count > 1, rewards - others, torch.zeros_like(rewards))  # (N,)
 
 
+@torch.no_grad()
 def gae_advantages(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +73,7 @@ def gae_advantages(
     Each row equals GAE on its compressed policy-only sequence: the next value of a policy token is
     the value at the next policy token of the row (0 after the last), and discounting is per policy
     token, not per position. Positions with mask 0 get advantage and return 0 and, whatever rewards
-    or values they hold (even inf), change nothing.
+    or values they hold (even inf), change nothing. Computed without gradient: both are targets.
     """
     policy = mask.bool()  # (B, T)
     rewards = torch.where(policy, rewards, torch.zeros_like(rewards))  # (B, T)

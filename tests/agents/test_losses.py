@@ -257,3 +257,9 @@ def test_gspo_accepts_per_token_advantages():
     per_row, _ = losses.gspo_surrogate(logp, old, t([1.0]), mask, clip_low=0.9, clip_high=9.0)
     per_token, _ = losses.gspo_surrogate(logp, old, t([[1.0, 1.0]]), mask, clip_low=0.9, clip_high=9.0)
     assert torch.equal(per_row, per_token)
+
+
+def test_gae_targets_carry_no_gradient():
+    values = t([[0.5, 0.6]]).requires_grad_()
+    advantages, returns = losses.gae_advantages(t([[0, 1]]), values, t([[1, 1]]), gamma=1.0, lam=1.0)
+    assert not advantages.requires_grad and not returns.requires_grad
