@@ -16,6 +16,9 @@ tests], "entry_point", "timeout_s", "budget_s"}`. stdout, per job j: `<nonce> st
 nonce>` (the job nonce is drawn after the job's spawner forked), then `<job nonce> plan <n tests>`,
 one `<job nonce> result <i> <1|0> <reason, unicode-escaped>` per test and `<job nonce> done
 <"" | "timeout">`; or `<job nonce> fatal <reason>` when the tests themselves cannot be set up.
+Besides `binds`, every top-level callable the candidate defines is bound in the tests' namespace
+under its own name wherever the tests and builtins have none (helpers such as HumanEval's `poly`),
+through the same call proxy and the same exact-builtin rule for what comes back.
 Jobs run one after another, all of their candidates forked by one spawner that was forked before
 anything secret was read, so that no candidate process of any job ever held a test or a nonce.
 Between two jobs, every process the job left is killed (the spawner and this process are child
@@ -480,6 +483,9 @@ def _run_tests(nonce, payload, control):
         for name, target in payload["binds"].items():
             if target in candidate.names:
                 namespace[name] = _Remote(candidate, target)
+        for name in candidate.names:  # helpers the tests call by name (HumanEval/32's `poly`)
+            if name not in namespace and not hasattr(builtins, name):
+                namespace[name] = _Remote(candidate, name)
         entry_point = payload["entry_point"]
         if entry_point and entry_point not in candidate.names:
             blocked = f"the code does not define a function `{entry_point}`"
@@ -498,6 +504,10 @@ def _run_tests(nonce, payload, control):
                 reason, restart = f"timed out after {min(timeout_s, left):g}s", True
             except _CandidateGone as exc:
                 reason, restart = _short(exc), True
+            except NameError as exc:
+                reason = _describe(exc)
+                if exc.name is not None:  # looked up here (a NameError the candidate raised has no name)
+                    reason += " (neither the tests nor the candidate's code define it)"
             except AssertionError as exc:
                 reason = _describe(exc) if str(exc) else "assertion failed"
                 if candidate.last is not None:

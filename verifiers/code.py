@@ -21,9 +21,11 @@ How `task.tests` is read (`task.meta["test_type"]` may name the form; otherwise 
 Optional `task.meta`: `code_prefix` (text put before the candidate's code, e.g. HumanEval's
 prompt, so that a completion holding only a function body still runs; `from __future__` lines
 are moved first), `test_prelude` (trusted code run in the tests' namespace first: imports,
-helpers such as HumanEval's `poly`). Calls into the candidate pass arguments by value and accept
-back only exact builtin values (int, float, bool, str, bytes, None, complex, and lists, tuples,
-dicts, sets and frozensets of them); anything else fails that test.
+helpers the tests share). Every top-level function the candidate defines is callable from the
+tests by its name unless the tests or builtins define that name (HumanEval/32's `check` calls the
+`poly` of the candidate's module, HumanEval/38's `encode_cyclic`). Calls into the candidate pass
+arguments by value and accept back only exact builtin values (int, float, bool, str, bytes, None,
+complex, and lists, tuples, dicts, sets and frozensets of them); anything else fails that test.
 """
 
 from __future__ import annotations

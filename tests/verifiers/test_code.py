@@ -135,6 +135,51 @@ def test_humaneval_body_only_completion_runs_after_the_prompt(verifier):
     assert verifier(fenced("from __future__ import annotations\n" + GOOD), task).reward == 1.0
 
 
+ROUND_TRIP_TESTS = """
+def check(candidate):
+    for word in ["abc", "hello world", ""]:
+        assert candidate(encode(word)) == word
+    assert candidate(encode("xyz")) == "xyz"
+"""
+ROUND_TRIP = Task("Write decode(s), the inverse of encode(s).", tests=ROUND_TRIP_TESTS, meta={"entry_point": "decode"})
+CODEC = "def encode(s):\n    return s[::-1] + '!'\n\ndef decode(s):\n    return s[:-1][::-1]\n"
+
+
+def test_check_calls_the_helpers_the_candidate_defines(verifier):
+    verdict = verifier(fenced(CODEC), ROUND_TRIP)
+    assert verdict.reward == 1.0, verdict.details["tests"]
+    assert verifier.verify_batch([fenced(CODEC)] * 2, [ROUND_TRIP] * 2)[1].reward == 1.0
+    wrong = verifier(fenced(CODEC.replace("[:-1][::-1]", "[:-1]")), ROUND_TRIP)
+    assert wrong.reward == 0.0 and "decode(...) returned 'cba'" in wrong.details["tests"][0]["reason"]
+
+
+def test_a_helper_is_held_to_the_exact_builtin_rule(verifier):
+    code = (
+        "class Anything(str):\n    def __eq__(self, other):\n        return True\n    __hash__ = str.__hash__\n"
+        "def encode(s):\n    return Anything(s)\n\ndef decode(s):\n    return s\n"
+    )
+    verdict = verifier(fenced(code), ROUND_TRIP)
+    assert verdict.reward == 0.0 and verdict.error is None
+    assert all("encode returned an unsupported value" in t["reason"] for t in verdict.details["tests"])
+
+
+def test_a_helper_the_candidate_does_not_define_fails_clearly(verifier):
+    verdict = verifier(fenced("def decode(s):\n    return s\n"), ROUND_TRIP)
+    assert verdict.reward == 0.0 and verdict.error is None
+    reason = verdict.details["tests"][0]["reason"]
+    assert "NameError: name 'encode' is not defined" in reason and "candidate's code" in reason
+    raised = verifier(fenced(CODEC.replace("return s[:-1][::-1]", "return undefined_name")), ROUND_TRIP)
+    assert "NameError" in raised.details["tests"][0]["reason"]
+    assert "candidate's code" not in raised.details["tests"][0]["reason"]  # its own NameError, reported as such
+
+
+def test_the_tests_own_names_and_builtins_win_over_the_candidates(verifier):
+    tests = "def encode(s):\n    return s + '?'\n\ndef check(candidate):\n    assert candidate(encode('a')) == 'a'\n"
+    task = Task("q", tests=tests, meta={"entry_point": "decode"})
+    code = "def encode(s):\n    return 'wrong'\n\ndef decode(s):\n    return s[:-1]\n\ndef len(x):\n    return 0\n"
+    assert verifier(fenced(code), task).reward == 1.0
+
+
 # ---------------------------------------------------------------- MBPP-style asserts
 
 
