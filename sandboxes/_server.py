@@ -52,6 +52,11 @@ MEMORY_POLL_S = 0.005
 """How often a run's init sums the run's memory (stretched so that a sweep takes at most ~1/5 of a core)."""
 PRECISE_POLL_S = 0.02
 """How often, while the cheap RSS sum is over the bound, the exact (PSS) sum may be taken to confirm it."""
+ADDRESS_SPACE_SLACK = 8 << 30
+"""RLIMIT_AS is memory_mb plus this: the run's init bounds resident memory, and address space is not memory.
+Each thread reserves a stack (8 MB) and glibc a malloc arena (64 MB) that stay mostly untouched, so an
+RLIMIT_AS of memory_mb would stop a 16-thread pool under 256 MB; the cap only stops absurd reservations
+(a 10 GB allocation fails at once with MemoryError instead of being touched and killed)."""
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscalls a run never needs and that widen the kernel attack surface (x86_64 numbers): EPERM.
@@ -910,7 +915,8 @@ class Server:
         }
         os.environ.clear()
         os.environ.update(env)
-        mem = int(limits["memory_mb"]) << 20
+        # The unsafe mode has no init watching resident memory, so there RLIMIT_AS is the only bound.
+        mem = (int(limits["memory_mb"]) << 20) + (0 if self.unsafe else ADDRESS_SPACE_SLACK)
         cpu = int(limits["cpu_s"])
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))

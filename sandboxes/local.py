@@ -188,11 +188,13 @@ class LocalSandbox:
       every process of the run plus what is stored on its tmpfs mounts (/tmp, /sandbox, /dev/shm);
       past the bound (confirmed with PSS, so forks sharing the warm interpreter count once) it
       SIGKILLs every process and the reply says so: `memory_exceeded` with signal SIGKILL. RLIMIT_AS
-      of memory_mb per process stays as the instant first line; a failed allocation there counts as
-      `memory_exceeded` when the program failed and its stderr shows `MemoryError`,
-      `std::bad_alloc`, "Cannot allocate memory" or "out of memory". memfd_create, shmget and msgget
-      (memory the sum cannot see) are denied. Not counted (there is no cgroup): kernel memory such as
-      socket and pipe buffers, and the overshoot of one poll interval. The unsafe mode has RLIMIT_AS only.
+      is only a generous cap on address space (memory_mb + 8 GB per process, so thread stacks and
+      malloc arenas that are reserved but never touched do not count: a 16-thread pool runs under
+      256 MB); an allocation it refuses counts as `memory_exceeded` when the program failed and its
+      stderr shows `MemoryError`, `std::bad_alloc`, "Cannot allocate memory" or "out of memory".
+      memfd_create, shmget and msgget (memory the sum cannot see) are denied. Not counted (there is
+      no cgroup): kernel memory such as socket and pipe buffers, and the overshoot of one poll
+      interval. The unsafe mode has only RLIMIT_AS, of memory_mb itself.
     - processes: RLIMIT_NPROC, counted per uid within the run's own user namespace (the server never
       runs as host root, where RLIMIT_NPROC would not apply).
     - files: RLIMIT_FSIZE per file and tmpfs sizes of max_file_mb for /tmp, /dev/shm and the working dir.
@@ -362,7 +364,7 @@ def _result(reply: dict[str, Any], out: bytes, err: bytes) -> ExecResult:
         sig = os.WTERMSIG(status)
     timed_out = bool(reply["timed_out"]) or sig == signal.SIGXCPU
     failed = exit_code != 0
-    # The run's init killed it for passing the total bound; or one process failed an allocation under RLIMIT_AS.
+    # The run's init killed it for passing the total bound; or an allocation failed under the RLIMIT_AS cap.
     memory_exceeded = bool(reply.get("memory_exceeded")) or (
         failed and not timed_out and bool(_OOM_PATTERN.search(stderr[-4000:]))
     )

@@ -153,6 +153,22 @@ def test_memory_hog(sb):
     assert r.memory_exceeded and not r.timed_out  # stopped by the memory bound, before the wall bound
 
 
+def test_threads_are_not_counted_as_memory(sb):
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "with ThreadPoolExecutor(16) as pool:\n"
+        "    print(sum(pool.map(lambda i: len(bytearray(1 << 20)) * i, range(64))))\n"
+    )
+    r = sb.run(code, limits=Limits(memory_mb=256))
+    assert (r.stdout, r.exit_code, r.memory_exceeded) == (f"{(1 << 20) * 2016}\n", 0, False), r
+
+
+def test_resident_memory_past_the_bound_is_killed(sb):
+    code = "import time\nb = bytearray(400 << 20)\ntime.sleep(2)\nprint('still here')"
+    r = sb.run(code, limits=Limits(memory_mb=256, wall_time_s=10))
+    assert r.memory_exceeded and not r.timed_out and r.signal == signal.SIGKILL and r.stdout == "", r
+
+
 def mem_available_mb() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -482,6 +498,8 @@ def test_unsafe_mode_for_trusted_code(tmp_path):
         r = box.run("import os\nprint(os.getcwd() != os.environ['TMPDIR'], 'LLMENV' in ''.join(os.environ))")
         assert r.stdout == "True False\n"
         assert box.run("import sys; sys.exit(5)").exit_code == 5
+        rlimit_as = "import resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[0] >> 20)"
+        assert box.run(rlimit_as, limits=Limits(memory_mb=256)).stdout == "256\n"  # no init here: the only bound
         r = box.run({"a.txt": "hi"}, cmd=["cat", "a.txt"])
         assert r.stdout == "hi"
         code = (
