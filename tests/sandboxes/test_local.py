@@ -51,8 +51,18 @@ def host_pids_with(marker: str) -> list[int]:
     return found
 
 
-def host_process_count() -> int:
-    return sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+def host_pids_named(comm: str) -> list[int]:
+    """Host processes whose name (/proc/PID/comm, inherited across fork) is comm."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().rstrip("\n") == comm:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
 
 
 # --- plain behaviour ---------------------------------------------------------------------------
@@ -110,22 +120,44 @@ def test_cpu_time_limit(sb):
 
 
 def test_fork_bomb_is_bounded_and_leaves_nothing(sb):
-    before = host_process_count()
+    # Each bomb names itself (a process name is inherited across fork), so the host can count the
+    # bomb's own processes: other jobs starting processes on this host do not change that count.
+    marker = f"bomb{uuid.uuid4().hex[:11]}"  # a process name holds 15 characters
+    name_self = f"with open('/proc/self/comm', 'w') as f:\n    f.write({marker!r})\n"
     code = (
-        "import os, time\nn = 0\n"
+        f"import os, time\n{name_self}n = 0\n"
         "while True:\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
         "    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    n += 1\n"
-        "print(n)\n"
+        "print(n, open('/proc/self/comm').read().strip())\n"
     )
     r = sb.run(code, limits=Limits(wall_time_s=5.0, max_processes=16))
-    assert r.exit_code == 0 and 0 < int(r.stdout) <= 16
-    t = time.monotonic()
-    r = sb.run(
-        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
-        limits=Limits(wall_time_s=1.5, max_processes=32),
+    count, name = r.stdout.split()
+    assert r.exit_code == 0 and 0 < int(count) <= 16 and name == marker
+    assert host_pids_named(marker) == []
+    seen_during_run: list[int] = []
+
+    def watch() -> None:  # the host does see the bomb's processes while it runs: the check below is not vacuous
+        deadline = time.monotonic() + HANG_S
+        while not seen_during_run and time.monotonic() < deadline and bomb.is_alive():
+            seen_during_run.extend(host_pids_named(marker))
+            time.sleep(0.02)
+
+    results: list = []
+    bomb = threading.Thread(
+        target=lambda: results.append(
+            sb.run(
+                f"import os\n{name_self}while True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+                limits=Limits(wall_time_s=1.5, max_processes=32),
+            )
+        )
     )
-    assert r.timed_out and time.monotonic() - t < HANG_S
-    assert host_process_count() <= before + 5
+    t = time.monotonic()
+    bomb.start()
+    watch()
+    bomb.join(HANG_S)
+    assert results and results[0].timed_out and time.monotonic() - t < HANG_S
+    assert seen_during_run
+    assert host_pids_named(marker) == []
 
 
 def test_double_forked_sigterm_ignoring_daemon_does_not_survive(sb):
