@@ -27,6 +27,7 @@ import platform
 import resource
 import select
 import signal
+import site
 import socket
 import struct
 import sys
@@ -173,6 +174,30 @@ def _python_dirs() -> list[str]:
     return [d for d in kept if not d.startswith("/usr/") and d != "/usr"]
 
 
+def _is_site_dir(path: str) -> bool:
+    parts = path.split(os.sep)
+    return "site-packages" in parts or "dist-packages" in parts
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def _hidden_site_dirs(chosen: list[str]) -> list[str]:
+    """The interpreter's own package folders, covered by an empty tmpfs unless chosen (or overlapping one)."""
+    found = {os.path.realpath(d) for d in site.getsitepackages() if os.path.isdir(d)}
+    return sorted(d for d in found if not any(_overlaps(d, c) for c in chosen))
+
+
+def use_site_packages(chosen: list[str]) -> None:
+    """Make the import path the standard library plus the chosen package folders (with their .pth files)."""
+    bases = tuple(os.path.realpath(b).rstrip("/") + "/" for b in {sys.base_prefix, sys.base_exec_prefix})
+    sys.path[:] = [p for p in sys.path if not _is_site_dir(p) and (os.path.realpath(p) + "/").startswith(bases)]
+    for folder in chosen:
+        site.addsitedir(folder)
+    sys.path_importer_cache.clear()
+
+
 def _bind_ro(source: str, target: str) -> None:
     mount(source, target, None, MS_BIND | MS_REC)
     # A read-only remount in a user namespace must keep the locked nosuid/nodev/noexec flags.
@@ -205,10 +230,19 @@ _PASSWD = f"root:x:0:0:root:/:/bin/sh\nsandbox:x:{SANDBOX_UID}:{SANDBOX_UID}::{W
 _GROUP = f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\n"
 
 
-def build_root(root: str, network: bool) -> None:
-    """Mount a tmpfs at root and populate it with read-only system paths, a synthetic /etc and /dev."""
+def build_root(root: str, network: bool, site_packages: list[str]) -> None:
+    """Mount a tmpfs at root and populate it with read-only system paths, a synthetic /etc and /dev.
+
+    The interpreter's own site-packages are covered by an empty read-only tmpfs: a run sees the
+    standard library and only the package folders chosen in site_packages (read-only binds).
+    """
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m")
     for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", *_python_dirs()):
+        _copy_or_bind(path, root)
+    for path in _hidden_site_dirs(site_packages):
+        if os.path.isdir(root + path):
+            mount("tmpfs", root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755,size=4k")
+    for path in site_packages:
         _copy_or_bind(path, root)
     os.makedirs(root + "/etc")
     etc = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "mime.types"]
@@ -252,7 +286,7 @@ def pivot_into(root: str) -> None:
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def enter_namespaces(network: bool) -> bool:
+def enter_namespaces(network: bool, site_packages: list[str]) -> bool:
     """Enter user/mount/pid/net/ipc/uts namespaces (pid applies to children); True if the root view is built."""
     others = CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
     if os.geteuid() == 0:
@@ -260,7 +294,7 @@ def enter_namespaces(network: bool) -> bool:
         # where that lives under /root), then becomes nobody so that RLIMIT_NPROC applies to runs.
         unshare(CLONE_NEWNS)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-        build_root("/tmp", network)
+        build_root("/tmp", network, site_packages)
         pivot_into("/tmp")
         os.setgroups([])
         os.setresgid(NOBODY, NOBODY, NOBODY)
@@ -480,6 +514,7 @@ class Server:
     def __init__(self, config: dict[str, Any], ctl_in: BinaryIO, ctl_out: int) -> None:
         self.unsafe: bool = bool(config.get("unsafe"))
         self.network: bool = bool(config.get("network"))
+        self.site_packages: list[str] = [str(p) for p in config.get("site_packages", ())]
         bin_dir = os.path.realpath(os.path.dirname(sys.executable))
         self.path_env = f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"
         self.ctl_in, self.ctl_out = ctl_in, ctl_out
@@ -496,7 +531,7 @@ class Server:
             if root_built:  # cover the host-pid proc with this pid namespace's own
                 mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             else:
-                build_root("/tmp", self.network)
+                build_root("/tmp", self.network, self.site_packages)
                 pivot_into("/tmp")
             _libc.sethostname(b"sandbox", 7)
             if platform.machine() == "x86_64":
@@ -504,6 +539,7 @@ class Server:
                 features["seccomp"] = self._probe(lambda: install_seccomp(self.seccomp))
                 if not features["seccomp"]:
                     self.seccomp = b""
+        use_site_packages(self.site_packages)
         for name in preload:
             try:
                 __import__(name)
@@ -913,6 +949,8 @@ class Server:
             "USER": "sandbox",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
+        if self.site_packages:  # for Python programs the run starts with `cmd`
+            env["PYTHONPATH"] = ":".join(self.site_packages)
         os.environ.clear()
         os.environ.update(env)
         # The unsafe mode has no init watching resident memory, so there RLIMIT_AS is the only bound.
@@ -1048,7 +1086,7 @@ def main() -> None:
     root_built = False
     try:
         if not server.unsafe:
-            root_built = enter_namespaces(server.network)
+            root_built = enter_namespaces(server.network, server.site_packages)
     except Exception as exc:
         write_frame(ctl_out, {"error": f"cannot isolate the sandbox server: {exc}"})
         os._exit(1)

@@ -200,6 +200,14 @@ class LocalSandbox:
     - files: RLIMIT_FSIZE per file and tmpfs sizes of max_file_mb for /tmp, /dev/shm and the working dir.
     - output: stdout and stderr are each kept up to max_output_bytes; the rest is read and discarded.
 
+    Packages: a run imports the standard library only (the interpreter's own site-packages are
+    covered by an empty read-only folder), plus the folders named in `site_packages`, for example
+    `LocalSandbox(site_packages=[".venv/lib/python3.11/site-packages"])` to let programs `import numpy`.
+    Each folder is bind-mounted read-only at its own path, processed like a site dir (its .pth files
+    apply) and put on the import path of Python-source runs and on PYTHONPATH for `cmd` runs; a run
+    cannot write there. A path that is not an existing directory raises ValueError. The folders must
+    suit `python` (same version and ABI); modules listed in `preload` may come from them.
+
     Servers start lazily, one per concurrent run up to `workers` (and a separate pool for
     `Limits(network=True)`, which shares the host's network). `SandboxUnavailableError` comes from the
     constructor when `namespace_support()` finds a missing kernel feature, or from the first `run()`
@@ -216,10 +224,12 @@ class LocalSandbox:
         workers: int = 2,
         python: str = sys.executable,
         preload: Sequence[str] = DEFAULT_PRELOAD,
+        site_packages: Sequence[str | os.PathLike[str]] = (),
         unsafe_no_namespaces: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        self.site_packages = tuple(_package_folder(p) for p in site_packages)
         if not unsafe_no_namespaces:
             reason = namespace_support()
             if reason is not None:
@@ -299,6 +309,7 @@ class LocalSandbox:
             "unsafe": self.unsafe_no_namespaces,
             "network": network,
             "preload": list(self.preload),
+            "site_packages": list(self.site_packages),
             "tmp_root": tempfile.gettempdir(),
         }
 
@@ -340,6 +351,23 @@ class LocalSandbox:
         worker.kill()
         self._all.discard(worker)
         self._count[network] -= 1
+
+
+def _package_folder(path: str | os.PathLike[str]) -> str:
+    """The real path of one `site_packages` entry, or ValueError naming it and the expected form."""
+    name = os.fspath(path)
+    expected = (
+        "expected a folder that holds importable packages, such as a venv's lib/python3.X/site-packages "
+        "(the folder above `numpy.__file__`'s package folder)"
+    )
+    if not os.path.isdir(name):
+        problem = "is not a directory" if os.path.exists(name) else "does not exist"
+        raise ValueError(f"site_packages entry {name!r} {problem}; {expected}")
+    real = os.path.realpath(name)
+    hidden = ("/tmp", "/proc", "/dev", _server.WORKDIR)
+    if real == "/" or any(real == d or real.startswith(d + "/") for d in hidden):
+        raise ValueError(f"site_packages entry {name!r} lies under {real!r}, which the sandbox covers; {expected}")
+    return real
 
 
 def _kill_all(workers: set[_Worker]) -> None:

@@ -261,7 +261,8 @@ class CodeVerifier(BaseVerifier):
     """Runs the code in a completion against `task.tests` in a sandbox; reward = fraction of tests passed.
 
     Args:
-        sandbox: where code runs; default `llmenv.sandboxes.default_sandbox()`.
+        sandbox: where code runs; default `llmenv.sandboxes.default_sandbox()` (the standard library only);
+            pass `LocalSandbox(site_packages=[folder])` to let the code import the packages in folder (read-only).
         limits: bounds of one program's run (for stdin/stdout tests, `wall_time_s` bounds all cases together).
         per_test_timeout_s: bound of one test (one check() statement, one assert, one stdin/stdout case),
             and of loading the code.

@@ -543,3 +543,29 @@ def test_unsafe_mode_for_trusted_code(tmp_path):
         )
         r = box.run(code, limits=Limits(wall_time_s=1.0))
         assert r.timed_out and host_pids_with(marker) == []
+
+
+# --- packages from a chosen environment --------------------------------------------------------
+
+
+def test_site_packages_are_importable_read_only_and_absent_by_default(sb):
+    numpy = pytest.importorskip("numpy")
+    folder = os.path.dirname(os.path.dirname(numpy.__file__))
+    code = "import numpy\nprint(int(numpy.arange(10).sum()))\n"
+    assert "No module named 'numpy'" in sb.run(code).stderr  # the default sandbox: the standard library only
+    with LocalSandbox(workers=1, site_packages=[folder]) as packaged:
+        r = packaged.run(code)
+        assert (r.stdout, r.exit_code) == ("45\n", 0), r.stderr
+        r = packaged.run({"main.py": code}, cmd=["python3", "main.py"])  # a `cmd` run finds them too
+        assert (r.stdout, r.exit_code) == ("45\n", 0), r.stderr
+        r = packaged.run(f"open({os.path.join(folder, 'planted.py')!r}, 'w')")
+        assert r.exit_code == 1 and ("Read-only file system" in r.stderr or "Permission denied" in r.stderr)
+    assert not os.path.exists(os.path.join(folder, "planted.py"))
+
+
+def test_site_packages_must_be_existing_folders(tmp_path):
+    with pytest.raises(ValueError, match=r"'.*missing' does not exist; expected a folder .*site-packages"):
+        LocalSandbox(site_packages=[tmp_path / "missing"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"'.*file' is not a directory; expected a folder"):
+        LocalSandbox(site_packages=[str(tmp_path / "file")])
