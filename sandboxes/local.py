@@ -205,7 +205,8 @@ class LocalSandbox:
     `LocalSandbox(site_packages=[".venv/lib/python3.11/site-packages"])` to let programs `import numpy`.
     Each folder is bind-mounted read-only at its own path, processed like a site dir (its .pth files
     apply) and put on the import path of Python-source runs and on PYTHONPATH for `cmd` runs; a run
-    cannot write there. A path that is not an existing directory raises ValueError. The folders must
+    cannot write there. A path that is not an existing directory, or that lies under /tmp (each run has
+    its own /tmp), raises ValueError. The folders must
     suit `python` (same version and ABI); modules listed in `preload` may come from them.
 
     Servers start lazily, one per concurrent run up to `workers` (and a separate pool for

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -549,18 +551,38 @@ def test_unsafe_mode_for_trusted_code(tmp_path):
 
 
 def test_site_packages_are_importable_read_only_and_absent_by_default(sb):
+    # a package folder of our own outside /tmp (where a checkout may lie: each run has its own tmpfs there),
+    # readable by the run's unprivileged user
+    folder = tempfile.mkdtemp(prefix="llmenv-site-test-", dir="/var/tmp")
+    os.chmod(folder, 0o755)
+    try:
+        os.makedirs(os.path.join(folder, "probe_pkg"))
+        with open(os.path.join(folder, "probe_pkg", "__init__.py"), "w") as f:
+            f.write("def answer():\n    return 42\n")
+        code = "import probe_pkg\nprint(probe_pkg.answer())\n"
+        assert "No module named 'probe_pkg'" in sb.run(code).stderr  # the default sandbox: the standard library
+        with LocalSandbox(workers=1, site_packages=[folder]) as packaged:
+            r = packaged.run(code)
+            assert (r.stdout, r.exit_code) == ("42\n", 0), r.stderr
+            r = packaged.run({"main.py": code}, cmd=["python3", "main.py"])  # a `cmd` run finds them too
+            assert (r.stdout, r.exit_code) == ("42\n", 0), r.stderr
+            r = packaged.run(f"open({os.path.join(folder, 'planted.py')!r}, 'w')")
+            assert r.exit_code == 1 and ("Read-only file system" in r.stderr or "Permission denied" in r.stderr)
+        assert not os.path.exists(os.path.join(folder, "planted.py"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_numpy_from_the_project_venv(sb):
     numpy = pytest.importorskip("numpy")
-    folder = os.path.dirname(os.path.dirname(numpy.__file__))
+    folder = os.path.realpath(os.path.dirname(os.path.dirname(numpy.__file__)))
+    if folder == "/tmp" or folder.startswith("/tmp/"):
+        pytest.skip("this checkout's venv lies under /tmp, which every run covers with its own tmpfs")
     code = "import numpy\nprint(int(numpy.arange(10).sum()))\n"
-    assert "No module named 'numpy'" in sb.run(code).stderr  # the default sandbox: the standard library only
+    assert "No module named 'numpy'" in sb.run(code).stderr
     with LocalSandbox(workers=1, site_packages=[folder]) as packaged:
         r = packaged.run(code)
         assert (r.stdout, r.exit_code) == ("45\n", 0), r.stderr
-        r = packaged.run({"main.py": code}, cmd=["python3", "main.py"])  # a `cmd` run finds them too
-        assert (r.stdout, r.exit_code) == ("45\n", 0), r.stderr
-        r = packaged.run(f"open({os.path.join(folder, 'planted.py')!r}, 'w')")
-        assert r.exit_code == 1 and ("Read-only file system" in r.stderr or "Permission denied" in r.stderr)
-    assert not os.path.exists(os.path.join(folder, "planted.py"))
 
 
 def test_site_packages_must_be_existing_folders(tmp_path):
@@ -569,3 +591,6 @@ def test_site_packages_must_be_existing_folders(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match=r"'.*file' is not a directory; expected a folder"):
         LocalSandbox(site_packages=[str(tmp_path / "file")])
+    if os.path.realpath(tmp_path).startswith("/tmp/"):  # a folder the runs' own /tmp would hide
+        with pytest.raises(ValueError, match="which the sandbox covers"):
+            LocalSandbox(site_packages=[tmp_path])
