@@ -25,14 +25,20 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 # -- advantages -------------------------------------------------------------------------------
 
 
+def _group_sums(values: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row size of the row's group and sum of `values` over it."""
+    groups, index = group_ids.unique(return_inverse=True)  # (G,), (N,)
+    count = torch.zeros(len(groups), dtype=values.dtype).index_add_(0, index, torch.ones_like(values))  # (G,)
+    total = torch.zeros(len(groups), dtype=values.dtype).index_add_(0, index, values)  # (G,)
+    return count[index], total[index]  # (N,), (N,)
+
+
 def _group_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row mean and (population) std of the row's group."""
-    groups, index = group_ids.unique(return_inverse=True)  # (G,), (N,)
-    count = torch.zeros(len(groups), dtype=rewards.dtype).index_add_(0, index, torch.ones_like(rewards))  # (G,)
-    total = torch.zeros(len(groups), dtype=rewards.dtype).index_add_(0, index, rewards)  # (G,)
-    mean = (total / count)[index]  # (N,)
-    var = torch.zeros(len(groups), dtype=rewards.dtype).index_add_(0, index, (rewards - mean) ** 2) / count  # (G,)
-    return mean, var.sqrt()[index]  # (N,), (N,)
+    count, total = _group_sums(rewards, group_ids)  # (N,), (N,)
+    mean = total / count  # (N,)
+    _, squares = _group_sums((rewards - mean) ** 2, group_ids)  # (N,)
+    return mean, (squares / count).sqrt()  # (N,), (N,)
 
 
 def group_advantages(
@@ -57,9 +63,7 @@ def batch_normalized_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, 
 
 def rloo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
     """RLOO: reward minus the mean of the other rewards of its group; a group of one gets 0."""
-    groups, index = group_ids.unique(return_inverse=True)  # (G,), (N,)
-    count = torch.zeros(len(groups), dtype=rewards.dtype).index_add_(0, index, torch.ones_like(rewards))[index]  # (N,)
-    total = torch.zeros(len(groups), dtype=rewards.dtype).index_add_(0, index, rewards)[index]  # (N,)
+    count, total = _group_sums(rewards, group_ids)  # (N,), (N,)
     others = (total - rewards) / (count - 1).clamp(min=1)  # (N,)
     return torch.where(count > 1, rewards - others, torch.zeros_like(rewards))  # (N,)
 

@@ -152,6 +152,13 @@ def _log10_size(expr: Any) -> float:
 
 
 def _numbers_close(a: Any, b: Any, precision: int, inexact: bool) -> bool:
+    """Two constant expressions: exact rationals exactly, the rest by value at precision + 25 digits.
+
+    Inexact answers (written with a decimal point) are rounded to `precision` decimals as the fast
+    path does. Exact ones ("\\sqrt{2}\\sqrt{3}" against "\\sqrt{6}") are equal when they agree to
+    within 10^-(precision+20) relatively, which no two different closed forms of an answer's size
+    do; `simplify` would often need seconds to say the same (a product of roots of unity that is 1).
+    """
     import sympy
 
     if not inexact and a.is_Rational and b.is_Rational:
@@ -179,12 +186,12 @@ def _expr_equal(a: Any, b: Any, precision: int, inexact: bool, strict: bool = Tr
     if a == b:
         return True
     if a.is_number and b.is_number:
-        return _same_number(a, b, precision, inexact)
+        return _numbers_close(a, b, precision, inexact)
     imaginary = sympy.Symbol("i")
     if imaginary in a.free_symbols | b.free_symbols:  # "1+2i" against "i(2-i)": i is the imaginary unit
         a_i, b_i = a.subs(imaginary, sympy.I), b.subs(imaginary, sympy.I)
         if a_i.is_number and b_i.is_number:
-            return _same_number(a_i, b_i, precision, inexact)
+            return _numbers_close(a_i, b_i, precision, inexact)
         if a_i.free_symbols == b_i.free_symbols and _same_value(a_i, b_i):
             return True
     if a.free_symbols != b.free_symbols:
@@ -224,18 +231,6 @@ def _clearly_different(a: Any, b: Any) -> bool:
         if finite and abs(x - y) > sympy.Float("1e-12") * max(1, abs(x), abs(y)):
             return True
     return False
-
-
-def _same_number(a: Any, b: Any, precision: int, inexact: bool) -> bool:
-    """Two constant expressions: rationals exactly, the rest by value at 30+ significant digits.
-
-    Exact answers ("\\sqrt{2}\\sqrt{3}" against "\\sqrt{6}") are equal when they agree to within
-    10^-(precision+20) relatively, which no two different closed forms of an answer's size do;
-    `simplify` would often need seconds to say the same (a product of roots of unity that is 1).
-    """
-    if a.is_Rational and b.is_Rational and not inexact:
-        return bool(a == b)
-    return _numbers_close(a, b, precision, inexact)
 
 
 def _varies(expr: Any) -> bool:

@@ -155,7 +155,6 @@ def _final_sentence(text: str) -> tuple[int, str] | None:
         return last.end(), listed
     block = _leading_math_block(tail)
     if block is None and last.group().endswith(":"):  # "Final Answer: <a sentence that says it>"
-        end = _SENTENCE_END_RE.search(tail)
         sentence = tail[: end.start()] if end else tail
         verb = _IS_RE.search(sentence)
         if verb is not None:
@@ -615,8 +614,9 @@ def answer_of(text: str, *, mode: str = "auto") -> str:
     """
     if len(text) > MAX_ANSWER_CHARS * 50 or not _looks_like_text(text):
         return text
-    boxes = list({_text_form(content): content for _, _, content in _boxes(text)}.values())
-    if len(boxes) > 1 and all(_LISTING_GAP_RE.fullmatch(gap) for gap in _gaps(text, _boxes(text))):
+    found = _boxes(text)
+    boxes = list({_text_form(content): content for _, _, content in found}.values())  # repeats are one
+    if len(boxes) > 1 and all(_LISTING_GAP_RE.fullmatch(gap) for gap in _gaps(text, found)):
         return ", ".join(boxes)
     return _joined_blocks(text) or extract_answer(text, mode=mode) or text
 
@@ -652,12 +652,12 @@ def answer_pair(
         return _last_value(gold, found) if found is not None else None
     answer: str | None = completion
     if _looks_like_text(completion):
-        parts = _parts(gold)
+        boxes = _boxes(completion)
+        parts = _parts(gold) if len(boxes) > 1 else 1  # the gold is normalised only when it can matter
         if parts > 1:
-            boxes = _boxes(completion)
-            if len(boxes) > 1 and len(_top_level_split(boxes[-1][2])) == 1:  # "\\boxed{3} and \\boxed{5}"
+            if len(_top_level_split(boxes[-1][2])) == 1:  # "\\boxed{3} and \\boxed{5}"
                 return ", ".join(content for _, _, content in boxes[-parts:])
-        else:
+        elif len(boxes) > 1:
             trailing = _trailing_boxes(completion)
             if len(trailing) > 1 and len({_text_form(b) for b in trailing}) > 1:
                 return None
