@@ -1,11 +1,12 @@
 """Checkpoints: a resume checkpoint that lets a run continue exactly, and a final export of weights only.
 
 `save_checkpoint` writes `out/checkpoint/` (weights or adapter, tokenizer, optimizer, RNG states,
-step) without ever leaving the run without a loadable checkpoint: the new one is written to
-`out/.checkpoint.partial` and marked complete by its `progress.json`, written last; the previous one
-is moved to `out/.checkpoint.old` before the new one takes its name, and removed only after. A crash
-at any point leaves `checkpoint/` or `.checkpoint.old/` complete, and `find_checkpoint` returns
-whichever is. `export_final` writes `out/final/`: weights (or the adapter) and tokenizer, what a user
+step, and any extra state a learner names, such as a critic and its optimizer) without ever leaving
+the run without a loadable checkpoint: the new one is written to `out/.checkpoint.partial` and
+marked complete by its `progress.json`, written last; the previous one is moved to
+`out/.checkpoint.old` before the new one takes its name, and removed only after. A crash at any
+point leaves `checkpoint/` or `.checkpoint.old/` complete, and `find_checkpoint` returns whichever
+is. `export_final` writes `out/final/`: weights (or the adapter) and tokenizer, what a user
 loads to use the model, without the optimizer state that is twice the weights' size. Weights go through
 `save_pretrained` (safetensors), so both folders load as models. This module stores and restores;
 it does not decide when.
@@ -17,6 +18,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,15 +87,29 @@ def _write_weights(folder: Path, model: Any, tokenizer: Any) -> None:
 
 
 def save_checkpoint(
-    out: str | Path, *, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer, step: int, config: dict[str, Any]
+    out: str | Path,
+    *,
+    model: Any,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    config: dict[str, Any],
+    extra: Mapping[str, Any] | None = None,
 ) -> Saved:
-    """Write the resume checkpoint for the state after `step` steps to `out/checkpoint` (see the module doc)."""
+    """Write the resume checkpoint for the state after `step` steps to `out/checkpoint` (see the module doc).
+
+    `extra` names further objects with `state_dict()` (a critic, its optimizer, a KL controller); their
+    states go into the trainer state file and `load_checkpoint(..., extra=)` restores them by name.
+    """
     out = Path(out)
     final, partial, old = out / CHECKPOINT, out / PARTIAL, out / OLD
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     _write_weights(partial, model, tokenizer)
-    torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, partial / _TRAINER_STATE)
+    extra_states = {name: obj.state_dict() for name, obj in (extra or {}).items()}
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "rng": rng_state(), "extra": extra_states}, partial / _TRAINER_STATE
+    )
     (partial / _COMPLETE_MARK).write_text(json.dumps({"step": step, "config": config}, indent=2, default=str))
     if _complete(final):
         shutil.rmtree(old, ignore_errors=True)
@@ -140,8 +156,10 @@ def checkpoint_step(path: str | Path) -> int:
         ) from None
 
 
-def load_checkpoint(path: str | Path, *, model: Any, optimizer: torch.optim.Optimizer) -> int:
-    """Load weights, optimizer and RNG states from a checkpoint folder; return the step it was taken at."""
+def load_checkpoint(
+    path: str | Path, *, model: Any, optimizer: torch.optim.Optimizer, extra: Mapping[str, Any] | None = None
+) -> int:
+    """Load weights, optimizer, RNG and `extra` states from a checkpoint folder; return the step it was taken at."""
     path = Path(path)
     step = checkpoint_step(path)
     weights = path / "adapter_model.safetensors"
@@ -165,5 +183,16 @@ def load_checkpoint(path: str | Path, *, model: Any, optimizer: torch.optim.Opti
         optimizer.load_state_dict(trainer["optimizer"])
     except ValueError as exc:
         raise CheckpointError(f"optimizer state in {path} does not match this run's parameters: {exc}") from None
+    saved_extra = trainer.get("extra", {})
+    for name, obj in (extra or {}).items():
+        if name not in saved_extra:
+            raise CheckpointError(
+                f"checkpoint {path} has no saved {name!r} state (it has {sorted(saved_extra) or 'none'}); "
+                "resume with the learner and options the run was started with"
+            )
+        try:
+            obj.load_state_dict(saved_extra[name])
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{name!r} state in {path} does not match this run: {exc}") from None
     set_rng_state(trainer["rng"])
     return step

@@ -1,26 +1,111 @@
-"""What every learner shares around its update: device checks, weight and optimizer set-up, Ctrl-C, resume.
+"""What every learner shares around its update: config fields, loading, the step loop, logs, checkpoints, resume.
 
-A learner file holds its config, its loss and its update; the pieces here are the ones any learner
-needs the same way, each a named function with a one-line reason: `resolve_device` refuses a device
-the installed torch cannot use before anything loads, `own_weights` copies memory-mapped weights
-once, `adamw` picks torch's fused kernel, `resume_point` finds the checkpoint a `--resume` needs
-before minutes are spent loading a model, and `StopAtStepBoundary` turns Ctrl-C into a clean stop
-after the current step (a second Ctrl-C stops at once). It never computes a loss.
+A learner file holds its config, its loss and its update; everything else a run needs is here,
+written once: `LearnerConfig` (the fields every `llmenv train NAME` takes, each a flag),
+`setup` (device check, resume point before anything loads, tokenizer, environment, the trained
+model with LoRA / gradient checkpointing, its fused AdamW), `load_frozen` (a reference or reward
+model that never trains), `play` (one rollout with the run's seeds), `rollout_metrics` (what every
+learner logs about its episodes), and `train` / `fit` (gc handling, the step loop with its rich
+progress line, metrics.jsonl / TensorBoard / reward.png, checkpoints with whatever extra state a
+learner registers, exact resume, Ctrl-C at a step boundary, the final export). Small speed and
+safety tricks each have a named function with a one-line reason. It never computes a loss.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from llmenv.agents.checkpoint import checkpoint_step, find_checkpoint
+from llmenv.agents import gc_control
+from llmenv.agents.checkpoint import (
+    checkpoint_step,
+    export_final,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from llmenv.agents.config import above, at_least, check_config, option
+from llmenv.agents.policy import HFPolicy, SamplingParams
+from llmenv.agents.rollout import RolloutBatch, rollout, to_batch
+from llmenv.agents.runlog import RunLog
 from llmenv.errors import CheckpointError, ConfigError
+from llmenv.models import load_model, load_tokenizer
+from llmenv.vector import VectorLLMEnv
+
+TRAIN_SEED_STRIDE = 10**8
+"""A run with seed s draws its step-t tasks from env seeds s * 10**8 + t * num_envs + i."""
+
+
+@dataclass
+class LearnerConfig:
+    """The fields every online learner takes, with the same flag and meaning in each; learners add their own."""
+
+    task: str = option("llmenv/arith-v0", "Registered task id (llmenv tasks lists them).")
+    model: str = option("smollm2-135m", "Model to train: local path, hub id or smollm2-135m.")
+    task_params: dict[str, Any] = option({}, "Task parameter passed to the environment")
+    steps: int = option(20, "Optimisation steps (one rollout each).", **at_least(1))
+    prompts_per_step: int = option(4, "Distinct tasks per step.", **at_least(1))
+    group_size: int = option(1, "Completions per task.", **at_least(1))
+    max_new_tokens: int = option(64, "Generation budget per policy turn.", **at_least(1))
+    temperature: float = option(1.0, "Sampling temperature of rollouts.", **above(0))
+    top_p: float = option(1.0, "Nucleus sampling mass of rollouts.", check=lambda p: 0 < p <= 1, expects="in (0, 1]")
+    lr: float = option(1e-6, "AdamW learning rate.", **above(0))
+    weight_decay: float = option(0.0, "AdamW weight decay.", **at_least(0))
+    seed: int = option(0, "Seeds model init order, rollouts and task draws.", **at_least(0))
+    out: str = option("runs/train", "Folder for metrics.jsonl, reward.png, TensorBoard events and checkpoints.")
+    resume: bool = option(False, "Continue from out/checkpoint (weights, optimizer, RNG, step).")
+    save_every: int = option(
+        10,
+        "Write the resume checkpoint every this many steps (0: only on Ctrl-C).",
+        **at_least(0),
+    )
+    save_final: bool = option(True, "Export the trained weights (or adapter) alone to out/final at the end.")
+    micro_batch: int = option(8, "Sequences per forward/backward (gradient accumulation).", **at_least(1))
+    max_grad_norm: float = option(1.0, "Gradient-norm clipping.", **above(0))
+    lora_rank: int = option(
+        0,
+        "Train a LoRA adapter of this rank through peft instead of all weights (0 = full).",
+        **at_least(0),
+    )
+    gradient_checkpointing: bool = option(False, "Trade compute for memory in the backward pass.")
+    bf16: bool = option(False, "bf16 autocast for the training forward/backward (CPU and GPU).")
+    device: str = option("auto", '"auto" (CUDA when available), "cpu" or "cuda[:index]".')
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+@dataclass(kw_only=True)
+class LearnerState:
+    """What the shared loop carries between steps; a learner's state adds its own fields."""
+
+    config: Any
+    model: Any
+    tokenizer: Any
+    policy: HFPolicy
+    optimizer: torch.optim.Optimizer
+    env: VectorLLMEnv
+    device: torch.device
+    extra_state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Objects with `state_dict`/`load_state_dict` a checkpoint carries besides the policy and its optimizer."""
+    step: int = 0
+    resume_from: Path | None = None
+    """The checkpoint this run continues from (None for a fresh run)."""
+    interrupted: bool = False
+    """The run stopped early on Ctrl-C (after saving a checkpoint)."""
+
+
+_State = TypeVar("_State", bound=LearnerState)
+_Config = TypeVar("_Config", bound=LearnerConfig)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,6 +143,11 @@ def adamw(
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
+def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters of `module` that learn (all of them, or a LoRA adapter's)."""
+    return [p for p in module.parameters() if p.requires_grad]
+
+
 def resume_point(out: str | Path, resume: bool) -> Path | None:
     """The checkpoint `--resume` continues from (CheckpointError when there is none); None for a fresh run."""
     if not resume:
@@ -70,6 +160,190 @@ def resume_point(out: str | Path, resume: bool) -> Path | None:
         )
     checkpoint_step(found)  # unreadable progress fails here, before the model loads
     return found
+
+
+def load_trainable(config: LearnerConfig, device: torch.device, model: str | None = None) -> Any:
+    """The model that learns (`config.model`, or `model`): LoRA-wrapped when asked, weights owned, checkpointing on."""
+    loaded: Any = load_model(model or config.model, device=device)
+    if config.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model  # noqa: PLC0415 - peft is optional (LoRA runs only)
+
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear")
+        loaded = get_peft_model(loaded, lora)
+    if config.gradient_checkpointing:
+        loaded.gradient_checkpointing_enable()
+    own_weights(trainable(loaded), device)
+    return loaded
+
+
+def load_frozen(model: str, device: torch.device) -> Any:
+    """A model that never trains (a reference policy): eval mode, no gradients."""
+    return load_model(model, device=device).eval().requires_grad_(False)
+
+
+def setup(config: LearnerConfig) -> LearnerState:
+    """Check the device and resume checkpoint, then load the env (verifiers booting), the model and its optimizer."""
+    device = resolve_device(config.device)
+    resume_from = resume_point(config.out, config.resume)  # before the model loads: a missing one fails in ms
+    torch.manual_seed(config.seed)
+    tokenizer = load_tokenizer(config.model)
+    env = VectorLLMEnv(
+        config.task,
+        config.prompts_per_step * config.group_size,
+        tokenizer,
+        group_size=config.group_size,
+        autoreset=False,
+        **config.task_params,
+    )
+    env.prestart()  # verifier workers boot while the model loads
+    model = load_trainable(config, device)
+    optimizer = adamw(trainable(model), lr=config.lr, weight_decay=config.weight_decay, device=device)
+    return LearnerState(
+        config=config,
+        model=model,
+        tokenizer=tokenizer,
+        policy=HFPolicy(model, tokenizer),
+        optimizer=optimizer,
+        env=env,
+        device=device,
+        resume_from=resume_from,
+    )
+
+
+def extend(base: LearnerState, cls: type[_State], **fields: Any) -> _State:
+    """A learner's own state (`cls`, a LearnerState subclass) holding what `setup` loaded plus `fields`."""
+    shared = {f.name: getattr(base, f.name) for f in dataclasses.fields(LearnerState)}
+    return cls(**{**shared, **fields})
+
+
+def play(state: LearnerState) -> RolloutBatch:
+    """One rollout of the step's tasks with the run's sampling and env seeds, packed as a batch."""
+    cfg = state.config
+    sampling = SamplingParams(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed * 1_000_003 + state.step,
+    )
+    env_seed = cfg.seed * TRAIN_SEED_STRIDE + state.step * state.env.num_envs  # far below EVAL_SEED_OFFSET
+    episodes = rollout(state.env, state.policy, sampling, seed=env_seed)
+    return to_batch(episodes, pad_token_id=state.policy.pad_token_id)
+
+
+def rollout_metrics(batch: RolloutBatch, *, generation_s: float, update_s: float, passes: int) -> dict[str, Any]:
+    """What every learner logs about a step's episodes and speed (`passes`: optimisation passes over the batch)."""
+    policy_tokens = int(batch.loss_mask.sum())
+    return {
+        "reward_mean": float(batch.rewards.mean()),
+        "reward_std": float(batch.rewards.std(unbiased=False)),
+        "verifier_error_fraction": float(batch.errored.float().mean()),
+        **batch.stats,
+        "tokens": policy_tokens,
+        "cut_fraction": float(batch.cut.float().mean()),
+        "generation_tokens_per_s": policy_tokens / max(generation_s, 1e-9),
+        "update_tokens_per_s": policy_tokens * passes / max(update_s, 1e-9),
+        "step_time_s": generation_s + update_s,
+        **{f"parts/{name}": value for name, value in batch.parts.items()},
+    }
+
+
+def timed_step(
+    state: LearnerState, update: Callable[[Any, RolloutBatch], dict[str, float]], *, passes: int
+) -> dict[str, Any]:
+    """One `play` and one `update(state, batch)`; advances `state.step`; the update's and the episodes' metrics."""
+    started = time.perf_counter()
+    batch = play(state)
+    generated = time.perf_counter()
+    metrics = update(state, batch)
+    finished = time.perf_counter()
+    state.step += 1
+    shared = rollout_metrics(batch, generation_s=generated - started, update_s=finished - generated, passes=passes)
+    return {"step": state.step, "reward_mean": shared["reward_mean"], **metrics, **shared}
+
+
+def train(
+    config: _Config,
+    build: Callable[[_Config], _State],
+    step: Callable[[_State], dict[str, Any]],
+    *,
+    name: str,
+    status: Callable[[dict[str, Any]], str],
+    progress: bool = True,
+) -> _State:
+    """Build a learner's state with the collector paused, then `fit` it with everything loaded frozen."""
+    with gc_control.paused():  # loading allocates ~10^5 long-lived objects; collecting mid-load finds no garbage
+        state = build(config)
+    with gc_control.frozen():  # full collections in the loop skip the model, tokenizer and imported modules
+        fit(state, step, name=name, status=status, progress=progress)
+    return state
+
+
+def fit(
+    state: _State,
+    step: Callable[[_State], dict[str, Any]],
+    *,
+    name: str,
+    status: Callable[[dict[str, Any]], str],
+    progress: bool = True,
+) -> None:
+    """Steps from the resume point to `config.steps`: metrics, progress, checkpoints, final export, plot."""
+    from rich.console import Console  # noqa: PLC0415 - rich's progress is only needed by the loop
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    config = state.config
+    out = Path(config.out)
+    if state.resume_from is not None:
+        state.step = load_checkpoint(
+            state.resume_from, model=state.model, optimizer=state.optimizer, extra=state.extra_state
+        )
+    log = RunLog(out, resume_from=state.step if state.resume_from is not None else None)
+    config_dict = dataclasses.asdict(config)
+    console = Console(quiet=not progress)
+    columns = [
+        TextColumn(f"[bold]{name}[/] step {{task.completed}}/{{task.total}}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+    ]
+
+    def checkpoint() -> None:
+        saved = save_checkpoint(
+            out,
+            model=state.model,
+            tokenizer=state.tokenizer,
+            optimizer=state.optimizer,
+            step=state.step,
+            config=config_dict,
+            extra=state.extra_state,
+        )
+        console.print(f"step {state.step}: resume checkpoint {saved.describe()}")
+
+    with StopAtStepBoundary(console.print) as stop, Progress(*columns, console=console, disable=not progress) as bar:
+        job = bar.add_task("train", total=config.steps, completed=state.step, status="")
+        while state.step < config.steps and not stop.requested:
+            metrics = step(state)
+            log.log(metrics)
+            bar.update(job, completed=state.step, status=status(metrics))
+            if config.save_every and state.step % config.save_every == 0:
+                checkpoint()
+        if stop.requested and state.step < config.steps:
+            state.interrupted = True
+            if not (config.save_every and state.step % config.save_every == 0):
+                checkpoint()
+    if not state.interrupted and config.save_final:
+        console.print(f"final export: {export_final(out, model=state.model, tokenizer=state.tokenizer).describe()}")
+    log.plot(title=f"{name} on {config.task} ({config.model})")
+    log.close()
+
+
+def episode_status(metrics: Mapping[str, Any]) -> str:
+    """The part of a progress line every learner shows: turns and tools of multi-turn runs, verifier errors."""
+    text = ""
+    if metrics["turns_mean"] > 1 or metrics["tool_calls_mean"]:
+        text += f" turns {metrics['turns_mean']:.1f} tools {metrics['tool_calls_mean']:.1f}"
+    if metrics["verifier_error_fraction"]:
+        text += f" [red]verifier errors {metrics['verifier_error_fraction']:.0%}[/]"
+    return text
 
 
 class StopAtStepBoundary:

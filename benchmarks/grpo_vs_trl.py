@@ -63,7 +63,7 @@ PROCESS_ENV = {
 def job_spec(args: argparse.Namespace) -> dict:
     """Model folder, hyper-parameters and the exact tasks of every step (drawn as llmenv's trainer does)."""
     import llmenv
-    from llmenv.agents.grpo import TRAIN_SEED_STRIDE
+    from llmenv.agents.trainer import TRAIN_SEED_STRIDE
     from llmenv.models import load_tokenizer, resolve_model_dir
 
     model_dir = str(resolve_model_dir(args.model))
@@ -99,7 +99,7 @@ def worker_ours(spec: dict, result_path: str, entered: float) -> None:
 
     import llmenv  # noqa: F401  (registers the tasks)
     from llmenv import cli
-    from llmenv.agents import grpo
+    from llmenv.agents import grpo, trainer
     from llmenv.agents.runlog import RunLog
 
     imported = time.time()
@@ -117,10 +117,10 @@ def worker_ours(spec: dict, result_path: str, entered: float) -> None:
         return wrapper
 
     grpo.build = timed("build_s", grpo.build)  # tokenizer + model load + optimizer + env
-    grpo.save_checkpoint = timed("final_checkpoint_s", grpo.save_checkpoint)
+    trainer.save_checkpoint = timed("final_checkpoint_s", trainer.save_checkpoint)
     RunLog.__init__ = timed("runlog_init_s", RunLog.__init__)
     RunLog.plot = timed("plot_s", RunLog.plot)
-    original_rollout, original_step, original_train = grpo.rollout, grpo.train_step, grpo.train
+    original_rollout, original_step, original_train = trainer.rollout, grpo.train_step, grpo.train
     marks: dict[str, float] = {}
 
     def rollout(*a, **k):
@@ -140,7 +140,7 @@ def worker_ours(spec: dict, result_path: str, entered: float) -> None:
         marks["train_end"] = time.time()
         return state
 
-    grpo.rollout, grpo.train_step, grpo.train = rollout, train_step, train
+    trainer.rollout, grpo.train_step, grpo.train = rollout, train_step, train
     out = tempfile.mkdtemp(prefix="grpo-bench-ours-")
     flags = {
         "task": "llmenv/arith-v0",

@@ -88,7 +88,7 @@ def test_two_steps_change_the_weights_and_write_metrics_plot_and_checkpoint(tiny
 
 
 def test_loading_pauses_and_training_freezes_the_collector_then_both_are_undone(tiny_dir, tmp_path, monkeypatch):
-    from llmenv.agents import grpo
+    from llmenv.agents import grpo, trainer
 
     seen = {}
     build, train_step = grpo.build, grpo.train_step
@@ -146,7 +146,7 @@ def test_every_variant_trains_with_finite_loss(tiny_dir, tmp_path, overrides):
 
 
 def test_reinforce_pp_gives_the_loss_per_token_advantages_zero_off_the_policy_tokens(tiny_dir, tmp_path, monkeypatch):
-    from llmenv.agents import grpo
+    from llmenv.agents import grpo, trainer
 
     seen = []
     policy_loss = grpo.policy_loss
@@ -196,12 +196,12 @@ def test_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path):
 
 
 def test_resume_without_a_checkpoint_fails_before_the_model_loads(tiny_dir, tmp_path, monkeypatch):
-    from llmenv.agents import grpo
+    from llmenv.agents import grpo, trainer
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the missing checkpoint was noticed")
 
-    monkeypatch.setattr(grpo, "load_model", no_loading)
+    monkeypatch.setattr(trainer, "load_model", no_loading)
     with pytest.raises(CheckpointError, match="no checkpoint in"):
         run(tiny_dir, tmp_path, resume=True)
 
@@ -217,7 +217,7 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resume_continues(
     import os
     import signal
 
-    from llmenv.agents import grpo
+    from llmenv.agents import grpo, trainer
 
     step = grpo.train_step
 
@@ -250,7 +250,7 @@ llmenv.register_task("flaky-test-v0", source=generate_arith, verifier=flaky, rep
 
 
 def test_episodes_whose_verifier_failed_are_left_out_of_the_loss_and_counted(tiny_dir, tmp_path, monkeypatch):
-    from llmenv.agents import grpo
+    from llmenv.agents import grpo, trainer
 
     seen = {}
     update = grpo.update
