@@ -72,16 +72,20 @@ def container_config(limits: Limits, image: str) -> dict[str, Any]:
     """Keyword arguments for `client.containers.create` of one idle, locked-down sandbox container."""
     file_mb = int(limits.max_file_mb)
     tmpfs_opts = f"rw,nosuid,nodev,exec,size={file_mb}m,mode=1777"
+    # the run directory holds the input files as well as what the program writes (as LocalSandbox's does),
+    # so a file written past max_file_mb meets RLIMIT_FSIZE ("File too large"), not a full disk
+    workdir_opts = f"rw,nosuid,nodev,exec,size={2 * file_mb}m,mode=1777"
     return {
         "image": image,
         "entrypoint": ["sleep"],  # replaces any image entrypoint
         "command": ["infinity"],
         "user": KEEPER_USER,
-        "working_dir": WORKDIR,
+        # no working_dir: the engine would create WORKDIR in the image as root 0755 and the tmpfs mounted
+        # there copies that mode up, so RUN_USER could not make its run directories (each exec sets its own)
         "network_mode": "bridge" if limits.network else "none",
         "network_disabled": not limits.network,
         "read_only": True,
-        "tmpfs": {"/tmp": tmpfs_opts, WORKDIR: tmpfs_opts},
+        "tmpfs": {"/tmp": tmpfs_opts, WORKDIR: workdir_opts},
         "shm_size": f"{file_mb}m",
         "ipc_mode": "private",
         "mem_limit": f"{int(limits.memory_mb)}m",
@@ -121,17 +125,29 @@ def extract_command(run_dir: str) -> list[str]:
 def cleanup_command() -> list[str]:
     """The in-container argv (run as RUN_USER) that kills every RUN_USER process and empties every writable dir.
 
+    It then prints the container's OOM-kill count (`oom_kill N`, from cgroup v2 or v1) where the
+    container's cgroup files are visible (Docker mounts them read-only by default).
+
     `kill -9 -1` signals every process the caller may signal (same uid, no capabilities) except
-    itself and init; it repeats until none is left (zombies count until init reaps them). Exit 0
-    means the container is clean; anything else means it must be removed.
+    itself and init; it repeats until none is left (zombies count until init reaps them). Whether
+    one is left is asked of each pid in /proc with the `kill -0` builtin, which fails on the
+    keeper's processes: `kill -0 -1` cannot tell, since it succeeds when any other process exists,
+    signalled or not. The count is read once nothing of the run is left to allocate, so a container
+    reused with a count of 0 starts the next run at 0. Exit 0 means the container is clean; anything
+    else means it must be removed.
     """
     script = (
-        "i=0; while kill -0 -1 2>/dev/null; do kill -9 -1 2>/dev/null; i=$((i+1)); "
+        'alive() { for d in /proc/[0-9]*; do [ "${d#/proc/}" = "$$" ] && continue; '
+        'kill -0 "${d#/proc/}" 2>/dev/null && return 0; done; return 1; }; '
+        "i=0; while alive; do kill -9 -1 2>/dev/null; i=$((i+1)); "
         '[ "$i" -ge 200 ] && exit 3; sleep 0.01; done; '
         "command -v ipcrm >/dev/null 2>&1 && ipcrm -a >/dev/null 2>&1; "
         f"for d in /tmp {WORKDIR} /dev/shm /dev/mqueue; do "
         '[ -d "$d" ] || continue; rm -rf "$d"/* "$d"/.[!.]* "$d"/..?* 2>/dev/null; '
-        '[ -z "$(ls -A "$d" 2>/dev/null)" ] || exit 4; done; exit 0'
+        '[ -z "$(ls -A "$d" 2>/dev/null)" ] || exit 4; done; '
+        "for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control; do "
+        '[ -r "$f" ] || continue; while read -r k v; do [ "$k" = oom_kill ] && echo "oom_kill $v"; done < "$f"; '
+        "break; done; exit 0"
     )
     return ["/bin/sh", "-c", script]
 
@@ -216,15 +232,17 @@ def classify_exit(
     """Turn an exec's raw exit status into an ExecResult.
 
     Docker reports a signal death as 128+N, so 129..192 become `signal=N, exit_code=None` (a
-    program that itself exits with such a status is indistinguishable). `timed_out`: the host gave
-    up, SIGXCPU (RLIMIT_CPU), or SIGKILL at or past the wall bound (`timeout -s KILL`).
-    `memory_exceeded`: the engine reports OOMKilled, or SIGKILL before the wall bound (inside the
-    sandbox nothing but the kernel's OOM killer sends that, unless the program kills itself), or
-    a Python `MemoryError` traceback as the last stderr line.
+    program that itself exits with such a status is indistinguishable). `raw_exit=None` means the
+    host ended the run (its deadline passed, or an OOM kill was seen) by removing the container:
+    SIGKILL. `timed_out`: the host gave up, SIGXCPU (RLIMIT_CPU), or SIGKILL at or past the wall
+    bound (`timeout -s KILL`). `memory_exceeded`: the kernel OOM-killed a process of the run
+    (`oom_killed`, from the container's counter or the engine's events), or the last stderr line is
+    a Python `MemoryError`. A SIGKILL before the wall bound is not taken for memory on its own: the
+    program may have killed itself or its parent.
     """
     sig: int | None = None
     code: int | None = raw_exit
-    if host_timed_out:
+    if raw_exit is None:
         code, sig = None, int(_signal.SIGKILL)
     elif raw_exit is not None and 128 < raw_exit <= 128 + 64:
         code, sig = None, raw_exit - 128
@@ -234,9 +252,7 @@ def classify_exit(
         or (sig == int(_signal.SIGKILL) and duration_s >= limits.wall_time_s * 0.98)
     )
     last_err = stderr.decode("utf-8", "replace").rstrip().rsplit("\n", 1)[-1]
-    memory_exceeded = not timed_out and (
-        oom_killed or sig == int(_signal.SIGKILL) or (code not in (0, None) and last_err.startswith("MemoryError"))
-    )
+    memory_exceeded = not timed_out and (oom_killed or (code not in (0, None) and last_err.startswith("MemoryError")))
     return ExecResult(
         stdout=stdout.decode("utf-8", "replace"),
         stderr=stderr.decode("utf-8", "replace"),
@@ -267,6 +283,7 @@ def _import_docker() -> Any:
 class _ExecOutcome:
     exit_code: int | None
     host_timed_out: bool
+    oom_seen: bool
     stdout: bytes
     stderr: bytes
     truncated: bool
@@ -384,8 +401,13 @@ class DockerSandbox:
         timeout_s: float,
         max_output: int,
         environment: dict[str, str] | None = None,
+        watch_oom: bool = False,
     ) -> _ExecOutcome:
-        """Run argv as RUN_USER, feed stdin, read capped output; never wait past timeout_s."""
+        """Run argv as RUN_USER, feed stdin, read capped output; never wait past timeout_s.
+
+        With `watch_oom`, stop as soon as the engine reports an OOM kill in the container (a process
+        of the run passed the memory bound): the caller removes the container, ending the whole run.
+        """
         api = self._client.api
         exec_id = api.exec_create(
             container.id,
@@ -399,6 +421,7 @@ class DockerSandbox:
             environment=environment,
         )["Id"]
         start = time.monotonic()
+        started_wall = time.time()
         deadline = start + timeout_s
         sock = api.exec_start(exec_id, socket=True)
         raw = getattr(sock, "_sock", sock)
@@ -416,6 +439,7 @@ class DockerSandbox:
         writer = threading.Thread(target=write_stdin, name="docker-sandbox-stdin", daemon=True)
         writer.start()
         host_timed_out = False
+        oom_seen = False
         exited_at: float | None = None
         next_poll = start + 0.5
         try:
@@ -436,6 +460,9 @@ class DockerSandbox:
                 if exited_at is None and time.monotonic() >= next_poll:
                     if not api.exec_inspect(exec_id).get("Running", False):
                         exited_at = time.monotonic()
+                    elif watch_oom and self._oom_event(container, started_wall):
+                        oom_seen = True
+                        break
                     next_poll = time.monotonic() + 0.5
         finally:
             for closer in (lambda: raw.shutdown(socket.SHUT_RDWR), raw.close, sock.close):
@@ -446,7 +473,7 @@ class DockerSandbox:
             writer.join(timeout=1.0)
         duration = time.monotonic() - start
         exit_code: int | None = None
-        if not host_timed_out:
+        if not (host_timed_out or oom_seen):
             for _ in range(50):  # the stream can close a moment before the engine records the exit
                 info = api.exec_inspect(exec_id)
                 if not info.get("Running", False) and info.get("ExitCode") is not None:
@@ -455,24 +482,39 @@ class DockerSandbox:
                 time.sleep(0.02)
             else:
                 host_timed_out = True
-        return _ExecOutcome(exit_code, host_timed_out, demux.stdout, demux.stderr, demux.truncated, duration)
+        return _ExecOutcome(exit_code, host_timed_out, oom_seen, demux.stdout, demux.stderr, demux.truncated, duration)
 
-    def _oom_killed(self, container: Any) -> bool:
+    def _oom_event(self, container: Any, since: float) -> bool:
+        """Whether the engine logged an OOM kill in `container` since `since` (host clock, 2 s of slack).
+
+        The container's `State.OOMKilled` cannot say: the engine sets it only for the container's own
+        process (the keeper's `sleep`), never for a process started by `docker exec`.
+        """
         try:
-            container.reload()
-            return bool(container.attrs.get("State", {}).get("OOMKilled", False))
+            events = self._client.events(
+                since=since - 2.0, until=time.time(), filters={"container": container.id, "event": "oom"}, decode=True
+            )
+            return any(True for _ in events)
         except self._errors.DockerException:
             return False
 
-    def _cleanup(self, container: Any) -> bool:
-        """Kill what the run left and wipe scratch space; False (container must go) if that fails in any way."""
+    def _cleanup(self, container: Any) -> tuple[bool, int | None]:
+        """Kill what the run left and wipe scratch space: (clean, OOM kills in the container or None if unknown).
+
+        clean is False (the container must go) if cleanup fails in any way.
+        """
         try:
-            clean = self._exec(
+            out = self._exec(
                 container, cleanup_command(), stdin=b"", workdir="/", timeout_s=SETUP_TIMEOUT_S, max_output=4096
             )
         except (self._errors.DockerException, OSError):
-            return False  # e.g. the run's leftovers hold every pid, so the cleanup shell cannot start
-        return not clean.host_timed_out and clean.exit_code == 0
+            return False, None  # e.g. the run's leftovers hold every pid, so the cleanup shell cannot start
+        oom_kills = None
+        for line in out.stdout.decode("ascii", "replace").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                oom_kills = int(value)
+        return not out.host_timed_out and out.exit_code == 0, oom_kills
 
     # -- public API
 
@@ -491,6 +533,7 @@ class DockerSandbox:
         stdin_bytes = stdin.encode("utf-8", "surrogatepass") if isinstance(stdin, str) else bytes(stdin)
         archive = tar_files(files)
         container = self._acquire(limits)
+        started = time.time()
         reusable = False
         try:
             run_dir = f"{WORKDIR}/run-{uuid.uuid4().hex[:16]}"
@@ -515,12 +558,17 @@ class DockerSandbox:
                 timeout_s=float(limits.wall_time_s) + HOST_GRACE_S,
                 max_output=int(limits.max_output_bytes),
                 environment={"HOME": run_dir, "TMPDIR": "/tmp"},
+                watch_oom=True,
             )
-            oom = False
-            if not out.host_timed_out and out.exit_code == 128 + int(_signal.SIGKILL):
-                oom = self._oom_killed(container)
+            oom = out.oom_seen
+            if not (out.host_timed_out or out.oom_seen):
+                # after the program's own end (exit, signal, `timeout` at the wall bound): clean up,
+                # and count OOM kills now that nothing of the run is left to allocate
+                clean, oom_kills = self._cleanup(container)
+                oom = bool(oom_kills) if oom_kills is not None else self._oom_event(container, started)
+                reusable = clean and not oom
             result = classify_exit(
-                out.exit_code,
+                None if out.oom_seen else out.exit_code,
                 limits=limits,
                 duration_s=out.duration_s,
                 host_timed_out=out.host_timed_out,
@@ -529,8 +577,6 @@ class DockerSandbox:
                 stderr=out.stderr,
                 truncated=out.truncated,
             )
-            if not (out.host_timed_out or result.timed_out or result.memory_exceeded):
-                reusable = self._cleanup(container)
             return result
         except SandboxError:
             raise
