@@ -16,7 +16,6 @@ the step loop, progress, metrics, checkpoints, resume, Ctrl-C) is in agents/trai
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -179,7 +178,7 @@ def update(state: TrainState, batch: RolloutBatch) -> dict[str, float]:
     }
     if len(rows) == 0:
         return metrics
-    chunks = [(chunk, _select(batch, chunk)) for chunk in rows.split(cfg.micro_batch)]
+    chunks = [(chunk, batch.select(chunk)) for chunk in rows.split(cfg.micro_batch)]
     old_logps: list[torch.Tensor | None] = [None] * len(chunks)
     if cfg.epochs > 1:  # later epochs are off-policy: keep the log-probs of the weights that sampled
         device = state.device
@@ -218,22 +217,6 @@ def _varying_groups(rewards: torch.Tensor, group_ids: torch.Tensor, scored: torc
         if members.any():
             keep[members] = bool(rewards[members].max() > rewards[members].min())
     return keep
-
-
-def _select(batch: RolloutBatch, rows: torch.Tensor) -> RolloutBatch:
-    """The given rows of a batch, trimmed to their longest sequence."""
-    width = int(batch.attention_mask[rows].sum(1).max())
-    return dataclasses.replace(
-        batch,
-        input_ids=batch.input_ids[rows, :width],
-        attention_mask=batch.attention_mask[rows, :width],
-        loss_mask=batch.loss_mask[rows, :width],
-        old_logprobs=batch.old_logprobs[rows, :width],
-        rewards=batch.rewards[rows],
-        group_ids=batch.group_ids[rows],
-        cut=batch.cut[rows],
-        errored=batch.errored[rows],
-    )
 
 
 def train(config: GRPOConfig, *, progress: bool = True) -> TrainState:

@@ -4,13 +4,15 @@
 live episode in one batched call and steps all of them, so single-turn and multi-turn tasks go
 through the same loop. It returns one `Episode` per environment with its exact trajectory and the
 sampling log-prob of every policy token. `to_batch` pads episodes into tensors: token ids,
-attention and loss masks (1 on policy tokens only), old log-probs, rewards, group ids, which
-episodes carry a verifier error, the mean of each verifier part and of turns and tool calls.
+attention and loss masks (1 on policy tokens only), old log-probs, per-token rewards (each turn's
+reward at its last policy token), episode rewards, group ids, which episodes carry a verifier
+error, the mean of each verifier part and of turns and tool calls.
 `Episode.to_json` is the episode JSONL schema. This module samples and packs; it computes no loss.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +100,7 @@ class RolloutBatch:
     attention_mask: torch.Tensor  # (B, L) long
     loss_mask: torch.Tensor  # (B, L) float, 1 on policy tokens
     old_logprobs: torch.Tensor  # (B, L) float, sampling log-probs on policy tokens
+    token_rewards: torch.Tensor  # (B, L) float, each turn's reward at its last policy token (+ dense rewards)
     rewards: torch.Tensor  # (B,) float, episode returns
     group_ids: torch.Tensor  # (B,) long
     cut: torch.Tensor  # (B,) bool, last action cut at the token limit
@@ -106,6 +109,22 @@ class RolloutBatch:
     """Mean over episodes of each verifier part of the final verdict."""
     stats: dict[str, float]
     """Per-episode means of what the episodes did: turns, tool calls, tool errors."""
+
+    def select(self, rows: torch.Tensor) -> RolloutBatch:
+        """The given rows (indices), trimmed to their longest sequence (the batch is right-padded)."""
+        width = int(self.attention_mask[rows].sum(1).max())
+        return dataclasses.replace(
+            self,
+            input_ids=self.input_ids[rows, :width],
+            attention_mask=self.attention_mask[rows, :width],
+            loss_mask=self.loss_mask[rows, :width],
+            old_logprobs=self.old_logprobs[rows, :width],
+            token_rewards=self.token_rewards[rows, :width],
+            rewards=self.rewards[rows],
+            group_ids=self.group_ids[rows],
+            cut=self.cut[rows],
+            errored=self.errored[rows],
+        )
 
 
 def rollout(env: VectorLLMEnv, policy: Policy, sampling: SamplingParams, *, seed: int | None = None) -> list[Episode]:
@@ -182,12 +201,14 @@ def to_batch(episodes: Sequence[Episode], pad_token_id: int) -> RolloutBatch:
     attention = torch.zeros((rows, width), dtype=torch.long)  # (B, L)
     loss_mask = torch.zeros((rows, width), dtype=torch.float32)  # (B, L)
     old_logprobs = torch.zeros((rows, width), dtype=torch.float32)  # (B, L)
+    token_rewards = torch.zeros((rows, width), dtype=torch.float32)  # (B, L)
     for row, episode in enumerate(episodes):
         length = len(episode.trajectory.tokens)
         input_ids[row, :length] = torch.from_numpy(episode.trajectory.tokens)
         attention[row, :length] = 1
         loss_mask[row, :length] = torch.from_numpy(episode.trajectory.loss_mask.astype(np.float32))
         old_logprobs[row, :length] = torch.from_numpy(episode.logprobs)
+        token_rewards[row, :length] = torch.from_numpy(episode.trajectory.reward_per_token())
     part_values: dict[str, list[float]] = {}
     for episode in episodes:
         for name, value in episode.verdicts[-1].parts.items():
@@ -197,6 +218,7 @@ def to_batch(episodes: Sequence[Episode], pad_token_id: int) -> RolloutBatch:
         attention_mask=attention,
         loss_mask=loss_mask,
         old_logprobs=old_logprobs,
+        token_rewards=token_rewards,
         rewards=torch.tensor([e.reward for e in episodes], dtype=torch.float32),  # (B,)
         group_ids=torch.tensor([e.group for e in episodes], dtype=torch.long),  # (B,)
         cut=torch.tensor([e.cut for e in episodes], dtype=torch.bool),  # (B,)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.utils.checkpoint
@@ -62,6 +62,46 @@ def completion_logprobs(
     `loss_mask[:, 1:]` is set; the results are placed back at the predicted token's position.
     Entropies are detached unless `entropy_grad` (an entropy bonus needs their gradient).
     """
+    scores = completion_scores(
+        model,
+        input_ids,
+        attention_mask,
+        loss_mask,
+        chunk_rows=chunk_rows,
+        with_entropy=with_entropy,
+        entropy_grad=entropy_grad,
+        bf16=bf16,
+    )
+    return scores.logp, scores.entropy
+
+
+class Scores(NamedTuple):
+    """What one decoder pass gives a learner, each (B, L) and 0 off the policy tokens."""
+
+    logp: torch.Tensor
+    entropy: torch.Tensor | None
+    values: torch.Tensor | None
+
+
+def completion_scores(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    loss_mask: torch.Tensor,
+    *,
+    value_head: torch.nn.Module | None = None,
+    value_trunk_grad: bool = True,
+    chunk_rows: int = 512,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
+    bf16: bool = False,
+) -> Scores:
+    """`completion_logprobs`, plus the values a `value_head` reads off the same hidden states (one decoder pass).
+
+    The value of policy token t is read at the hidden state before it (the one that predicts it), so
+    it is V(state before the action). `value_trunk_grad=False` keeps the value loss out of the trunk
+    (a critic warm-up that must not move the policy).
+    """
     decoder, head = _parts(model)
     with maybe_autocast(input_ids.device, bf16):
         hidden = _hidden_states(decoder, input_ids, attention_mask)  # (B, L, H)
@@ -82,14 +122,39 @@ def completion_logprobs(
         if with_entropy:
             entropies.append(entropy if entropy_grad else entropy.detach())
     flat = torch.cat(logps) if logps else hidden.new_zeros(0, dtype=torch.float32)  # (N,)
-    logp = torch.zeros(loss_mask.shape, dtype=torch.float32, device=flat.device)  # (B, L)
-    logp[:, 1:][targets] = flat
+    logp = _place(flat, targets, loss_mask.shape)  # (B, L)
     entropy = None
     if with_entropy:
-        entropy = torch.zeros(loss_mask.shape, dtype=torch.float32, device=flat.device)  # (B, L)
-        if entropies:
-            entropy[:, 1:][targets] = torch.cat(entropies)
-    return logp, entropy
+        entropy = _place(torch.cat(entropies) if entropies else flat.new_zeros(0), targets, loss_mask.shape)
+    values = None
+    if value_head is not None:
+        value_rows = rows if value_trunk_grad else rows.detach()  # (N, H)
+        values = _place(value_head(value_rows.float()).squeeze(-1), targets, loss_mask.shape)  # (B, L)
+    return Scores(logp, entropy, values)
+
+
+def token_values(
+    decoder: torch.nn.Module,
+    value_head: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    loss_mask: torch.Tensor,
+    *,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Values of a separate critic (a decoder stack and a value head) at policy tokens, (B, L), 0 elsewhere."""
+    with maybe_autocast(input_ids.device, bf16):
+        hidden = _hidden_states(decoder, input_ids, attention_mask)  # (B, L, H)
+    targets = loss_mask[:, 1:].bool()  # (B, L-1)
+    rows = hidden[:, :-1][targets]  # (N, H)
+    return _place(value_head(rows.float()).squeeze(-1), targets, loss_mask.shape)  # (B, L)
+
+
+def _place(flat: torch.Tensor, targets: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Per-row values (N,) of the positions that predict policy tokens, put back at the predicted tokens (B, L)."""
+    out = torch.zeros(shape, dtype=torch.float32, device=flat.device)  # (B, L)
+    out[:, 1:][targets] = flat.float()
+    return out
 
 
 def _score_rows(

@@ -2,7 +2,7 @@
 
 `llmenv tasks` lists registered ids; `llmenv rollout --task ID --model M` plays episodes and reports
 mean reward and accuracy (optionally writing every episode, `Episode.to_json`, to JSONL); `llmenv
-eval` reports held-out mean reward and pass@k; `llmenv train grpo` trains; `llmenv demo` trains the
+eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains; `llmenv demo` trains the
 embedded SmolLM2-135M-Instruct on `llmenv/arith-demo-v0` and measures before and after. This module
 parses arguments and prints; the loops live in `llmenv.agents`. Errors llmenv raises on purpose are
 printed as one line (no traceback), and Ctrl-C ends with one line saying how to continue.
@@ -17,7 +17,7 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from rich.console import Console
@@ -25,8 +25,10 @@ from rich.markup import escape
 from rich.table import Table
 
 import llmenv
+from llmenv.agents import grpo, ppo
 from llmenv.agents.config import add_config_flags, config_from_args, parse_params, to_flags
 from llmenv.agents.grpo import GRPOConfig
+from llmenv.agents.ppo import PPOConfig
 from llmenv.errors import LLMEnvError
 
 console = Console()
@@ -140,20 +142,27 @@ def _resume_command(learner: str, config: Any) -> str:
     return shlex.join(["llmenv", "train", learner, *to_flags(dataclasses.replace(config, resume=True))])
 
 
-def cmd_train_grpo(args: argparse.Namespace) -> int:
-    """Train with GRPO and report where the metrics, plot and weights are."""
-    from llmenv.agents.grpo import train
-
-    config = config_from_args(GRPOConfig, args)
+def _train(learner: str, config: Any, train: Callable[[Any], Any]) -> int:
+    """Run a learner's `train(config)` and report where the metrics, plot and weights are (130 when interrupted)."""
     llmenv.registry.spec(config.task)
     state = train(config)
     out = config.out
     if state.interrupted:
-        console.print(f"stopped at step {state.step}/{config.steps}; continue with: {_resume_command('grpo', config)}")
+        console.print(f"stopped at step {state.step}/{config.steps}; continue with: {_resume_command(learner, config)}")
         return 130
     final = f"  weights: {out}/final" if config.save_final else ""
     console.print(f"metrics: {out}/metrics.jsonl  plot: {out}/reward.png{final}")
     return 0
+
+
+def cmd_train_grpo(args: argparse.Namespace) -> int:
+    """Train with GRPO."""
+    return _train("grpo", config_from_args(GRPOConfig, args), grpo.train)
+
+
+def cmd_train_ppo(args: argparse.Namespace) -> int:
+    """Train with PPO (a critic, GAE over policy tokens)."""
+    return _train("ppo", config_from_args(PPOConfig, args), ppo.train)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -268,9 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a policy on a task")
     learners = train.add_subparsers(dest="learner", required=True)
-    grpo = learners.add_parser("grpo", help="group-relative policy optimisation", description=GRPOConfig.__doc__)
-    add_config_flags(grpo, GRPOConfig)
-    grpo.set_defaults(func=cmd_train_grpo)
+    grpo_flags = learners.add_parser("grpo", help="group-relative policy optimisation", description=GRPOConfig.__doc__)
+    add_config_flags(grpo_flags, GRPOConfig)
+    grpo_flags.set_defaults(func=cmd_train_grpo)
+    ppo_flags = learners.add_parser("ppo", help="PPO with a critic (value head or separate model)")
+    ppo_flags.description = PPOConfig.__doc__
+    add_config_flags(ppo_flags, PPOConfig)
+    ppo_flags.set_defaults(func=cmd_train_ppo)
 
     demo = sub.add_parser(
         "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults

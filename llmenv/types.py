@@ -180,11 +180,30 @@ class Trajectory:
     loss_mask: np.ndarray
     turns: tuple[Turn, ...] = ()
     rewards: tuple[float, ...] = ()
+    token_rewards: np.ndarray | None = None
+    """Dense per-token rewards (process rewards), same length as `tokens`, 0 off the scored tokens; None if none."""
 
     @property
     def total_reward(self) -> float:
         """The sum of per-turn rewards."""
         return float(sum(self.rewards))
+
+    def reward_per_token(self) -> np.ndarray:
+        """Rewards over `tokens` (float32): each policy turn's reward at its last token, plus the dense ones.
+
+        A policy turn without tokens has its reward placed at the last policy token before it (else the
+        first after it), so no turn's reward is lost; `token_rewards`, when present, is added on top.
+        """
+        out = np.zeros(len(self.tokens), dtype=np.float32)
+        policy = np.flatnonzero(self.loss_mask)
+        for turn in self.turns:
+            if turn.role != "policy" or not turn.reward or len(policy) == 0:
+                continue
+            before = policy[policy < turn.end]
+            out[before[-1] if len(before) else policy[0]] += turn.reward
+        if self.token_rewards is not None:
+            out += np.asarray(self.token_rewards, dtype=np.float32)
+        return out
 
     def action_tokens(self) -> list[np.ndarray]:
         """The token ids of each policy turn, in order."""

@@ -17,6 +17,7 @@ import llmenv
 from llmenv.agents import losses
 from llmenv.agents.config import add_config_flags, config_from_args
 from llmenv.agents.grpo import GRPOConfig, train
+from llmenv.agents.rollout import RolloutBatch
 from llmenv.errors import CheckpointError, ConfigError
 from llmenv.models import tiny_llama
 from llmenv.tasks.arith import generate_arith
@@ -88,7 +89,7 @@ def test_two_steps_change_the_weights_and_write_metrics_plot_and_checkpoint(tiny
 
 
 def test_loading_pauses_and_training_freezes_the_collector_then_both_are_undone(tiny_dir, tmp_path, monkeypatch):
-    from llmenv.agents import grpo, trainer
+    from llmenv.agents import grpo
 
     seen = {}
     build, train_step = grpo.build, grpo.train_step
@@ -146,7 +147,7 @@ def test_every_variant_trains_with_finite_loss(tiny_dir, tmp_path, overrides):
 
 
 def test_reinforce_pp_gives_the_loss_per_token_advantages_zero_off_the_policy_tokens(tiny_dir, tmp_path, monkeypatch):
-    from llmenv.agents import grpo, trainer
+    from llmenv.agents import grpo
 
     seen = []
     policy_loss = grpo.policy_loss
@@ -196,7 +197,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path):
 
 
 def test_resume_without_a_checkpoint_fails_before_the_model_loads(tiny_dir, tmp_path, monkeypatch):
-    from llmenv.agents import grpo, trainer
+    from llmenv.agents import trainer
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the missing checkpoint was noticed")
@@ -217,7 +218,7 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint_and_resume_continues(
     import os
     import signal
 
-    from llmenv.agents import grpo, trainer
+    from llmenv.agents import grpo
 
     step = grpo.train_step
 
@@ -250,7 +251,7 @@ llmenv.register_task("flaky-test-v0", source=generate_arith, verifier=flaky, rep
 
 
 def test_episodes_whose_verifier_failed_are_left_out_of_the_loss_and_counted(tiny_dir, tmp_path, monkeypatch):
-    from llmenv.agents import grpo, trainer
+    from llmenv.agents import grpo
 
     seen = {}
     update = grpo.update
@@ -261,14 +262,14 @@ def test_episodes_whose_verifier_failed_are_left_out_of_the_loss_and_counted(tin
         return update(state, batch)
 
     selected = []
-    select = grpo._select
+    select = RolloutBatch.select
 
     def watched_select(batch, rows):
         selected.append(rows.clone())
         return select(batch, rows)
 
     monkeypatch.setattr(grpo, "update", watched_update)
-    monkeypatch.setattr(grpo, "_select", watched_select)
+    monkeypatch.setattr(RolloutBatch, "select", watched_select)
     state = run(tiny_dir, tmp_path, task="llmenv/flaky-test-v0", steps=1, prompts_per_step=4, max_new_tokens=5)
     errored = seen["errored"]
     assert 0 < int(errored.sum()) < len(errored), "the test needs some rows to fail and some to pass"
