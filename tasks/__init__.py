@@ -67,6 +67,17 @@ def register_builtin_tasks() -> None:
         description="arithmetic with feedback and retries; reward 0.5**(attempt-1)",
     )
     register_task(
+        "arith-retry-demo-v0",
+        source=generate_retry_problem,
+        verifier=demo_reward(),
+        env="dialogue",
+        responder=retry_responder(0.5, shaped=True),
+        max_turns=2,
+        replace=True,
+        **DEMO_PARAMS,
+        description="one-digit +/- with one retry after feedback; the demo's shaped reward x 0.5**(attempt-1)",
+    )
+    register_task(
         "arith-tool-v0",
         source=generate_arith_word_problem,
         verifier=math_verifier,

@@ -1,10 +1,11 @@
-"""Built-in multi-turn tasks: `llmenv/guess-number-v0` and `llmenv/math-retry-v0`.
+"""Built-in multi-turn tasks: `llmenv/guess-number-v0`, `llmenv/math-retry-v0` and `llmenv/arith-retry-demo-v0`.
 
 guess-number: the env holds a seeded number in 1..100, the model guesses in `\\boxed{}` and hears
 "higher" or "lower"; 7 turns are exactly enough for binary search, so only a good strategy wins.
 math-retry: an arithmetic problem where a wrong answer gets feedback and another attempt, with
-the reward discounted by the attempts used. Each task is a generator, a verifier and a responder;
-the turn mechanics belong to `llmenv.dialogue`.
+the reward discounted by the attempts used; arith-retry-demo is its one-digit +/- form with the
+demo's system prompt and shaped reward, small enough for a 135M model to learn on a CPU. Each task
+is a generator, a verifier and a responder; the turn mechanics belong to `llmenv.dialogue`.
 """
 
 from __future__ import annotations
@@ -66,22 +67,36 @@ def respond_to_guess(ctx: TurnContext) -> EnvReply:
     return EnvReply(messages=[{"role": "user", "content": f"My number is {direction} than {guess}."}])
 
 
-def generate_retry_problem(rng: np.random.Generator, *, digits: int = 2, terms: int = 3) -> Task:
-    """An arithmetic problem (three terms by default) for the retry game."""
-    return generate_arith(rng, digits=digits, ops="+-*", terms=terms)
+def generate_retry_problem(rng: np.random.Generator, *, digits: int = 2, terms: int = 3, ops: str = "+-*") -> Task:
+    """An arithmetic problem (three terms of +, - and * by default) for the retry game."""
+    return generate_arith(rng, digits=digits, ops=ops, terms=terms)
 
 
-def retry_responder(discount: float = 0.5) -> Responder:
-    """Reward `discount ** (attempt - 1)` for a right answer; otherwise say it was wrong and ask again."""
+def _extracted(verdict: Verdict) -> str | None:
+    """The answer a math verdict read, also inside a Rubric's per-part details (`details[part]["extracted"]`)."""
+    if verdict.details.get("extracted"):
+        return str(verdict.details["extracted"])
+    parts = (d for d in verdict.details.values() if isinstance(d, dict) and d.get("extracted"))
+    return next((str(d["extracted"]) for d in parts), None)
+
+
+def retry_responder(discount: float = 0.5, *, shaped: bool = False) -> Responder:
+    """Reward `discount ** (attempt - 1)` for a right answer; otherwise say it was wrong and ask again.
+
+    `shaped=True` pays every attempt `discount ** (attempt - 1)` times the verdict's own reward, so a
+    shaped verifier's partial credit (a boxed but wrong number) counts on failed attempts too.
+    """
     if not 0 < discount <= 1:
         raise TaskConfigError(f"discount must be in (0, 1], got {discount}")
 
     def respond(ctx: TurnContext) -> EnvReply:
         assert ctx.verdict is not None
+        weight = discount ** (ctx.turn - 1)
         if ctx.verdict.passed:
-            return EnvReply(reward=discount ** (ctx.turn - 1), done=True, reason="solved")
-        extracted = ctx.verdict.details.get("extracted")
+            return EnvReply(reward=weight * (ctx.verdict.reward if shaped else 1.0), done=True, reason="solved")
+        extracted = _extracted(ctx.verdict)
         said = f"Your answer {extracted} is not correct." if extracted else "I could not find an answer in \\boxed{}."
-        return EnvReply(reward=0.0, messages=[{"role": "user", "content": f"{said} Check your work and try again."}])
+        reward = weight * ctx.verdict.reward if shaped else 0.0
+        return EnvReply(reward=reward, messages=[{"role": "user", "content": f"{said} Check your work and try again."}])
 
     return respond

@@ -37,6 +37,7 @@ BUILTIN = [
     "llmenv/math-v0",
     "llmenv/guess-number-v0",
     "llmenv/math-retry-v0",
+    "llmenv/arith-retry-demo-v0",
     "llmenv/arith-tool-v0",
     "llmenv/python-tool-v0",
     "llmenv/humaneval-v0",
