@@ -18,11 +18,13 @@ die() {
 }
 say() { echo ".ci/docker.sh: $*" >&2; }
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    die "need root (or sudo) to run: $*"
-  fi
-}
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+elif command -v sudo >/dev/null; then
+  SUDO=(sudo)
+else
+  SUDO=(die "need root (or sudo) for:")
+fi
 
 # 1. packages
 missing=()
@@ -30,8 +32,8 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} with apt"
-  as_root apt-get update -qq >"$LOG_DIR/apt.log" 2>&1 || die "apt-get update failed, see $LOG_DIR/apt.log"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+  "${SUDO[@]}" apt-get update -qq >"$LOG_DIR/apt.log" 2>&1 || die "apt-get update failed, see $LOG_DIR/apt.log"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
     >>"$LOG_DIR/apt.log" 2>&1 || die "apt-get install ${missing[*]} failed, see $LOG_DIR/apt.log"
 fi
 command -v docker >/dev/null || die "no docker client on PATH after installing docker.io"
@@ -41,7 +43,7 @@ wait_for_engine() {
   local pid=$1
   for _ in $(seq 60); do
     docker info >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
+    [ -d "/proc/$pid" ] || return 1  # dockerd gave up (its reason is in the log)
     sleep 1
   done
   return 1
@@ -53,14 +55,14 @@ if ! docker info >/dev/null 2>&1; then
   for flags in "" "--iptables=false --ip-masq=false --bridge=none"; do
     say "starting dockerd ${flags:-(default networking)}, log in $LOG_DIR/dockerd.log"
     # shellcheck disable=SC2086  # flags is a list of words
-    as_root nohup dockerd $flags >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
+    "${SUDO[@]}" nohup dockerd $flags >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null &  # nohup execs dockerd: $! is it
     pid=$!
     if wait_for_engine "$pid"; then
       break
     fi
-    as_root kill "$pid" 2>/dev/null || true
+    "${SUDO[@]}" kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    as_root rm -f /var/run/docker.pid
+    "${SUDO[@]}" rm -f /var/run/docker.pid
   done
   docker info >/dev/null 2>&1 || {
     tail -n 20 "$LOG_DIR/dockerd.log" >&2 || true
@@ -70,16 +72,22 @@ fi
 
 # 3. the image
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  mirror=$(grep -rhoE '^(URIs:|deb) +[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
-    /etc/apt/sources.list.d/*.list 2>/dev/null | grep -v security | awk '{print $2}' | head -n 1 || true)
+  lists=()
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+    [ -r "$f" ] && lists+=("$f")
+  done
+  # the first non-security URI: a deb822 `URIs:` line, or a one-line `deb [options] URI suite` entry
+  mirror=$(awk '/security/ { next }
+    /^URIs:/ { print $2; exit }
+    /^deb / { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "${lists[@]}" /dev/null)
   [ -n "$mirror" ] || die "found no Debian mirror in /etc/apt/sources.list{,.d}"
   root=$(mktemp -d /var/tmp/llmenv-rootfs.XXXXXX)
-  trap 'as_root rm -rf "$root"' EXIT
+  trap '"${SUDO[@]}" rm -rf "$root"' EXIT
   say "building $IMAGE with debootstrap from $mirror, log in $LOG_DIR/debootstrap.log"
-  as_root debootstrap --variant=minbase --include=python3 bookworm "$root" "$mirror" \
+  "${SUDO[@]}" debootstrap --variant=minbase --include=python3 bookworm "$root" "$mirror" \
     >"$LOG_DIR/debootstrap.log" 2>&1 || die "debootstrap failed, see $LOG_DIR/debootstrap.log"
-  as_root rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  as_root tar -C "$root" -c . | docker import -c 'CMD ["python3"]' - "$IMAGE" >/dev/null \
+  "${SUDO[@]}" rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  "${SUDO[@]}" tar -C "$root" -c . | docker import -c 'CMD ["python3"]' - "$IMAGE" >/dev/null \
     || die "docker import of $IMAGE failed"
 fi
 echo "$IMAGE"
