@@ -332,7 +332,8 @@ class DockerSandbox:
                 self._client.images.get(image)
         except docker.errors.ImageNotFound as exc:
             raise SandboxUnavailableError(
-                f"image {image!r} is not on the engine; run `docker pull {image}` or pass pull=True"
+                f"image {image!r} is not on the engine; run `docker pull {image}`, pass pull=True, or build "
+                "a Python image without a registry with `bash .ci/docker.sh` (llmenv-sandbox-python:bookworm)"
             ) from exc
         except docker.errors.DockerException as exc:
             raise SandboxUnavailableError(f"could not get image {image!r}: {exc}") from exc
