@@ -6,11 +6,13 @@ import json
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from llmenv.agents.checkpoint import export_final, find_checkpoint, load_checkpoint, save_checkpoint
 from llmenv.agents.evaluate import pass_at_k
 from llmenv.agents.runlog import RunLog
+from llmenv.errors import CheckpointError
 from llmenv.models import tiny_llama
 
 
@@ -59,6 +61,27 @@ def test_checkpoint_round_trip(tmp_path, tok):
     assert other_opt.state_dict()["state"][0]["exp_avg"].equal(optimizer.state_dict()["state"][0]["exp_avg"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected_draws
     assert not (tmp_path / ".checkpoint.partial").exists()
+
+
+def test_named_extra_states_round_trip_and_a_missing_or_mismatched_one_is_a_checkpoint_error(tmp_path, tok):
+    model = tiny_llama(tok, seed=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    critic = torch.nn.Linear(4, 1)
+    with torch.no_grad():
+        critic.weight.fill_(0.5)
+    saved = {"critic": critic, "critic_optimizer": torch.optim.AdamW(critic.parameters(), lr=1e-4)}
+    path = save_checkpoint(
+        tmp_path, model=model, tokenizer=tok, optimizer=optimizer, step=3, config={}, extra=saved
+    ).path
+    again = {"critic": torch.nn.Linear(4, 1), "critic_optimizer": torch.optim.AdamW(critic.parameters(), lr=1e-4)}
+    assert load_checkpoint(path, model=model, optimizer=optimizer, extra=again) == 3
+    assert torch.equal(again["critic"].weight, critic.weight)
+    with pytest.raises(
+        CheckpointError, match="has no saved 'value_model' state \\(it has \\['critic', 'critic_optimizer'\\]"
+    ):
+        load_checkpoint(path, model=model, optimizer=optimizer, extra={"value_model": torch.nn.Linear(4, 1)})
+    with pytest.raises(CheckpointError, match="'critic' state in .* does not match this run"):
+        load_checkpoint(path, model=model, optimizer=optimizer, extra={"critic": torch.nn.Linear(8, 1)})
 
 
 def test_pass_at_k_unbiased_estimator():
