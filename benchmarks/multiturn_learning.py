@@ -43,7 +43,7 @@ FLAGS = {
     "grpo": ["--steps", "12", "--prompts-per-step", "8", "--group-size", "4", "--lr", "1e-5"],
     "ppo": [
         "--steps", "12", "--prompts-per-step", "32", "--group-size", "1", "--lr", "1e-5",
-        "--critic", "head", "--critic-lr", "1e-4", "--epochs", "2", "--minibatches", "2", "--kl-coef", "0",
+        "--critic", "head", "--critic-lr", "1e-4", "--epochs", "1", "--minibatches", "2", "--kl-coef", "0",
     ],
 }  # fmt: skip
 """Both learners see 32 episodes per step for 12 steps."""
