@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from llmenv.errors import VerifierError
@@ -424,8 +426,9 @@ def test_no_program_of_a_shared_run_holds_any_tests_in_memory():
 def test_a_program_that_tampers_with_the_shared_spawner_cannot_fail_the_next_ones(tamper):
     shared = CodeVerifier(limits=Limits(wall_time_s=10.0), per_test_timeout_s=2.0, programs_per_run=3)
     bad = fenced(f"import os, resource, signal\n{tamper}\n" + GOOD)
-    niceness_zero = "os.getpriority(os.PRIO_PROCESS, 0) == 0"
-    untouched = fenced(f"import os\ndef add(a, b):\n    return a + b if {niceness_zero} else 0\n")
+    ours = os.getpriority(os.PRIO_PROCESS, 0)  # the runs inherit it (0 unless the tests run under `nice`)
+    same_niceness = f"os.getpriority(os.PRIO_PROCESS, 0) == {ours}"
+    untouched = fenced(f"import os\ndef add(a, b):\n    return a + b if {same_niceness} else 0\n")
     verdicts = shared.verify_batch([bad, untouched, untouched], [ADD_ASSERTS] * 3, max_workers=1)
     assert [v.reward for v in verdicts] == [1.0, 1.0, 1.0] and all(v.error is None for v in verdicts)
     assert not any(v.details["timed_out"] for v in verdicts)  # no program waited out the run's bound
