@@ -19,7 +19,6 @@ whose verifier failed are left out of the loss and counted. Loading, the loop, l
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,12 +78,17 @@ class PPOConfig(LearnerConfig):
 
 
 class ValueHead(torch.nn.Module):
-    """A linear map from a hidden state to a scalar value, kept in fp32."""
+    """A linear map from a hidden state to a scalar value, kept in fp32, starting at exactly 0.
+
+    Zero weights make the first advantages the whitened returns (a REINFORCE start) instead of returns
+    minus random values: with a random init of std 1/sqrt(H) SmolLM2's hidden states gave values of
+    order 1 against returns of order 0.1, an explained variance of -4 to -14 for a whole 12-step run.
+    """
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(hidden_size, 1)
-        torch.nn.init.normal_(self.linear.weight, std=1 / math.sqrt(hidden_size + 1))
+        torch.nn.init.zeros_(self.linear.weight)
         torch.nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
