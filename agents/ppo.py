@@ -172,7 +172,8 @@ def score(
     """
     cfg, device = state.config, state.device
     ids, attention, mask = rows.input_ids.to(device), rows.attention_mask.to(device), rows.loss_mask.to(device)
-    entropy_grad = cfg.entropy_coef > 0 and torch.is_grad_enabled()
+    training = torch.is_grad_enabled()  # the no-grad rollout scoring has no use for entropies
+    entropy_grad = cfg.entropy_coef > 0 and training
     if isinstance(state.critic, ValueHead):
         logp, entropy, values = completion_scores(
             state.model,
@@ -181,7 +182,7 @@ def score(
             mask,
             value_head=state.critic,
             value_trunk_grad=not warmup,
-            with_entropy=True,
+            with_entropy=training,
             entropy_grad=entropy_grad,
             bf16=cfg.bf16,
         )
@@ -192,7 +193,7 @@ def score(
     if warmup:
         return torch.zeros_like(values), None, values
     logp, entropy = completion_logprobs(
-        state.model, ids, attention, mask, with_entropy=True, entropy_grad=entropy_grad, bf16=cfg.bf16
+        state.model, ids, attention, mask, with_entropy=training, entropy_grad=entropy_grad, bf16=cfg.bf16
     )  # (b, L)
     return logp, entropy, values
 
@@ -267,7 +268,7 @@ def ppo_loss(
         kl = losses.kl_penalty(logp, rollout.ref_logp[index, :width], estimator=cfg.kl_estimator)  # (b, L)
         per_token = per_token + state.kl_coef.value * kl
     if cfg.entropy_coef:
-        assert entropy is not None  # scored with with_entropy=True
+        assert entropy is not None  # scored with gradient, so with entropies
         per_token = per_token - cfg.entropy_coef * entropy
     policy_loss = losses.token_mean(per_token, mask)
     approx_kl = losses.masked_mean(losses.kl_penalty(old_logp, logp.detach(), estimator="k3"), mask)  # KL(old || new)
