@@ -202,7 +202,7 @@ def update(state: TrainState, batch: RolloutBatch) -> dict[str, float]:
             metrics["loss"] += float(loss.detach()) * len(chunk) / len(rows) / cfg.epochs
             for key, value in stats.items():
                 metrics[key] += value * len(chunk) / len(rows) / cfg.epochs
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainer.trainable(state.model), cfg.max_grad_norm)
+        grad_norm = trainer.clip_gradients(trainer.trainable(state.model), cfg.max_grad_norm)
         metrics["grad_norm"] += float(grad_norm) / cfg.epochs
         state.optimizer.step()
     state.model.eval()

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from llmenv.agents import losses, trainer
+from llmenv.agents import decoding, losses, trainer
 from llmenv.agents.config import above, at_least, option
 from llmenv.agents.rollout import RolloutBatch
 from llmenv.agents.scoring import completion_logprobs, completion_scores, token_values
@@ -218,9 +218,16 @@ def prepare(state: TrainState, rows: RolloutBatch) -> Rollout:
     state.critic.eval()
     width = rows.input_ids.shape[1]
     old_logp, old_values, ref_logp = [], [], []
+    reuse = sampled_logprobs_exact(state)
     for chunk in torch.arange(len(rows.rewards)).split(cfg.micro_batch):
         sub = rows.select(chunk)  # trimmed to its longest row
-        logp, _, values = score(state, sub)  # (b, w)
+        if reuse:
+            ids, attention, mask = (t.to(state.device) for t in (sub.input_ids, sub.attention_mask, sub.loss_mask))
+            critic: Any = state.critic  # a ValueModel (sampled_logprobs_exact checked)
+            values = token_values(critic.decoder, critic.head, ids, attention, mask)  # (b, w)
+            logp = sub.old_logprobs.to(state.device) * mask  # (b, w) the sampler's own, 0 off policy tokens
+        else:
+            logp, _, values = score(state, sub)  # (b, w)
         old_logp.append(_widen(logp, width))
         old_values.append(_widen(values, width))
         if state.reference is not None:
@@ -239,6 +246,19 @@ def prepare(state: TrainState, rows: RolloutBatch) -> Rollout:
     if cfg.whiten_advantages:
         advantages = losses.whiten(advantages, mask)  # (n, L)
     return Rollout(rows, logp, values, reference, advantages, returns)
+
+
+def sampled_logprobs_exact(state: TrainState) -> bool:
+    """Whether the sampler's log-probs are the policy's own, so the rollout needs no second policy forward.
+
+    True at temperature 1 and top-p 1 (no processing: sampling from the model's distribution), without
+    bf16 (the sampler runs in fp32, as the training forward then does), with a separate critic (a value
+    head reads the policy's trunk, which then runs anyway) and llmenv's own decoding loop (the fallback
+    through `generate` may apply a model's default logits processors). TRL's PPOTrainer does the same.
+    """
+    cfg = state.config
+    sampling_is_plain = cfg.temperature == 1.0 and cfg.top_p == 1.0 and not cfg.bf16
+    return sampling_is_plain and isinstance(state.critic, ValueModel) and decoding.supports(state.model)
 
 
 def _widen(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -353,11 +373,11 @@ def _minibatch_step(
         state.critic_optimizer.zero_grad(set_to_none=True)
         return None
     critic_params = trainer.trainable(state.critic)
-    totals["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(critic_params, cfg.max_grad_norm))
+    totals["critic_grad_norm"] = trainer.clip_gradients(critic_params, cfg.max_grad_norm)
     state.critic_optimizer.step()
     if not warmup:
         policy_params = trainer.trainable(state.model)
-        totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm))
+        totals["grad_norm"] = trainer.clip_gradients(policy_params, cfg.max_grad_norm)
         state.optimizer.step()
     return totals
 

@@ -148,6 +148,20 @@ def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    """Clip the gradients of `params` to total norm `max_norm` (as `clip_grad_norm_`); return the norm before.
+
+    `clip_grad_norm_` multiplies every gradient by a clamped coefficient even when it is exactly 1, a
+    full read and write of the gradients (~0.1 s per 135M-parameter step on 2 CPU cores); this scales
+    only when the norm is over the bound, with torch's own coefficient, so the results are identical.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads)
+    if float(total) + 1e-6 > max_norm:  # clip_grad_norm_'s coefficient max_norm / (norm + 1e-6) is below 1
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return float(total)
+
+
 def resume_point(out: str | Path, resume: bool) -> Path | None:
     """The checkpoint `--resume` continues from (CheckpointError when there is none); None for a fresh run."""
     if not resume:

@@ -18,6 +18,7 @@ from llmenv.agents import ppo
 from llmenv.agents.config import add_config_flags, config_from_args
 from llmenv.agents.ppo import PPOConfig, ValueHead, ValueModel, train
 from llmenv.agents.rollout import RolloutBatch
+from llmenv.agents.scoring import completion_logprobs
 from llmenv.errors import CheckpointError, ConfigError
 from llmenv.models import load_model, tiny_llama
 from llmenv.tasks.arith import generate_arith
@@ -175,6 +176,30 @@ def test_the_kl_penalty_sits_in_the_reward_or_in_the_loss(tiny_dir, tmp_path, mo
     first = rollout.rows.loss_mask.argmax(1)
     torch.testing.assert_close(rollout.returns[torch.arange(len(first)), first], outcome.sum(1))
     assert rows(tmp_path / "loss")[1]["kl"] != 0.0
+
+
+def test_plain_sampling_reuses_the_samplers_logprobs_which_equal_a_policy_forward(tiny_dir, tmp_path, monkeypatch):
+    seen = []
+    prepare = ppo.prepare
+
+    def watched(state, batch):
+        rollout = prepare(state, batch)
+        with torch.no_grad():
+            forward, _ = completion_logprobs(state.model, batch.input_ids, batch.attention_mask, batch.loss_mask)
+        seen.append((ppo.sampled_logprobs_exact(state), rollout.old_logp, forward, batch.loss_mask))
+        return rollout
+
+    monkeypatch.setattr(ppo, "prepare", watched)
+    run(tiny_dir, tmp_path, critic="separate", micro_batch=8)
+    for reused, old_logp, forward, mask in seen:
+        assert reused
+        assert mask.sum() > 0 and (old_logp[mask.bool()] != 0).all()
+        torch.testing.assert_close(old_logp, forward, rtol=1e-4, atol=1e-4)
+    state = ppo.build(config(tiny_dir, tmp_path / "plain", critic="separate"))
+    assert ppo.sampled_logprobs_exact(state)
+    for overrides in [{"critic": "head"}, {"top_p": 0.9}, {"temperature": 0.7}, {"bf16": True}]:
+        other = ppo.build(config(tiny_dir, tmp_path / "other", **{"critic": "separate", **overrides}))
+        assert not ppo.sampled_logprobs_exact(other), overrides
 
 
 def test_adaptive_kl_moves_the_coefficient_by_zieglers_rule(tiny_dir, tmp_path):

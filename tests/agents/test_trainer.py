@@ -1,0 +1,38 @@
+"""Tests for agents/trainer.py helpers that every learner calls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmenv.agents import trainer
+
+
+def _params_with_grads(scale: float) -> list[torch.nn.Parameter]:
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in [(4, 3), (7,), (2, 2, 2)]]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator) * scale
+    return params
+
+
+@pytest.mark.parametrize("scale", [0.01, 10.0])
+def test_clip_gradients_matches_clip_grad_norm_below_and_above_the_bound(scale):
+    ours, reference = _params_with_grads(scale), _params_with_grads(scale)
+    norm = trainer.clip_gradients(ours, 1.0)
+    expected = torch.nn.utils.clip_grad_norm_(reference, 1.0)
+    assert norm == pytest.approx(float(expected), rel=1e-6)
+    assert (norm > 1.0) == (scale > 1)  # the two cases really are on either side of the bound
+    for a, b in zip(ours, reference, strict=True):
+        assert a.grad is not None and b.grad is not None
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+    clipped = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours if p.grad is not None]))
+    assert float(clipped) == pytest.approx(min(norm, 1.0), rel=1e-5)
+
+
+def test_clip_gradients_skips_parameters_without_a_gradient():
+    params = _params_with_grads(10.0)
+    params[1].grad = None
+    before = float(torch.linalg.vector_norm(torch.cat([params[0].grad.flatten(), params[2].grad.flatten()])))
+    assert trainer.clip_gradients(params, 1.0) == pytest.approx(before, rel=1e-6)
+    assert params[1].grad is None
