@@ -173,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     console.print(
         f"[bold]llmenv demo[/]: GRPO on {args.model}, task {DEMO_TASK} (one-digit + and -). Training reward: "
-        "correct boxed answer 1 + correct final number 0.5 + using \\boxed{} 0.25. "
+        "correct boxed answer 1 + exactly one \\boxed{} 0.25. "
         'Accuracy = correct answer (boxed, or after "the answer is").'
     )
     started = time.perf_counter()
@@ -289,11 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults
     )
     demo.add_argument("--model", default="smollm2-135m")
-    demo.add_argument("--steps", type=_positive_int, default=12)
+    demo.add_argument("--steps", type=_positive_int, default=20)
     demo.add_argument("--prompts-per-step", type=_positive_int, default=8)
     demo.add_argument("--group-size", type=_positive_int, default=4)
     demo.add_argument("--max-new-tokens", type=_positive_int, default=32)
-    demo.add_argument("--lr", type=float, default=1e-5)
+    demo.add_argument("--lr", type=float, default=2e-5)
     demo.add_argument(
         "--eval-n", type=_positive_int, default=64, help="held-out problems for the before/after accuracy"
     )
