@@ -28,17 +28,15 @@ DEMO_PARAMS: dict[str, Any] = {
 
 
 def demo_reward() -> Rubric:
-    """The demo's shaped reward: correct boxed answer 1 + exactly one \\boxed{} 0.25.
+    """The demo's shaped reward: correct boxed answer 1 + correct final number 0.5 + a \\boxed{} 0.25.
 
-    Solved (`passed`) means the correct part passed, whatever the format part says. Two shapings
-    were dropped because GRPO on SmolLM2 found their loopholes: 0.5 for a correct final number outside
-    any box (a seed settled on unboxed `7 + 4 = 11.`, 3% accuracy) and 0.25 for any box (a run boxed
-    every number).
+    Solved (`passed`) means the correct part passed, whatever the shaping parts say.
     """
     return Rubric(
         {
             "correct": (MathVerifier(extraction="anchored"), 1.0),
-            "format": (BoxedFormat(exactly_one=True), 0.25),
+            "number": (MathVerifier(extraction="anchored", fallback_last_number=True), 0.5),
+            "format": (BoxedFormat(), 0.25),
         },
         pass_part="correct",
     )

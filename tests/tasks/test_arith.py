@@ -1,4 +1,4 @@
-"""llmenv/arith-v0: determinism, difficulty knobs, exact answers, a full episode, and the demo's reward."""
+"""llmenv/arith-v0: determinism, difficulty knobs, exact answers, and a full episode."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 
 import llmenv
 from llmenv.errors import TaskConfigError
-from llmenv.tasks.arith import demo_reward, generate_arith
-from llmenv.types import Task
+from llmenv.tasks.arith import generate_arith
 
 
 def exact_value(expression: str) -> Fraction:
@@ -55,16 +54,3 @@ def test_episode_rewards_the_right_boxed_answer_only(tok):
     env.reset(seed=3)
     _, reward, _, _, info = env.step(f"So the result is \\boxed{{{int(answer) + 1}}}.")
     assert reward == 0.0 and info["verdict"].passed is False
-
-
-def test_the_demo_reward_pays_a_correct_answer_in_one_box_and_closes_the_loopholes_grpo_found():
-    reward = demo_reward()
-    task = Task(prompt="Compute 7 + 4.", answer="11")
-    solved = reward("7 + 4 = \\boxed{11}.", task)
-    assert solved.passed and solved.reward == 1.25 and solved.parts == {"correct": 1.0, "format": 1.0}
-    unboxed = reward("7 + 4 = 11.", task)  # a right number outside a box earns nothing
-    assert not unboxed.passed and unboxed.reward == 0.0
-    every_number_boxed = reward("\\boxed{7} + \\boxed{4} = \\boxed{12}", task)  # box spam: no format credit
-    assert not every_number_boxed.passed and every_number_boxed.reward == 0.0
-    wrong_but_boxed = reward("7 + 4 = \\boxed{12}.", task)
-    assert not wrong_but_boxed.passed and wrong_but_boxed.reward == 0.25
