@@ -14,6 +14,7 @@ safety tricks each have a named function with a one-line reason. It never comput
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import threading
 import time
@@ -157,9 +158,10 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
     """
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.nn.utils.get_total_norm(grads)
-    if float(total) + 1e-6 > max_norm:  # clip_grad_norm_'s coefficient max_norm / (norm + 1e-6) is below 1
+    norm = float(total)
+    if not math.isfinite(norm) or norm + 1e-6 > max_norm:  # clip_grad_norm_'s coefficient is then below 1 (or nan)
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
-    return float(total)
+    return norm
 
 
 def resume_point(out: str | Path, resume: bool) -> Path | None:

@@ -36,3 +36,15 @@ def test_clip_gradients_skips_parameters_without_a_gradient():
     before = float(torch.linalg.vector_norm(torch.cat([params[0].grad.flatten(), params[2].grad.flatten()])))
     assert trainer.clip_gradients(params, 1.0) == pytest.approx(before, rel=1e-6)
     assert params[1].grad is None
+
+
+def test_clip_gradients_matches_clip_grad_norm_on_an_infinite_gradient():
+    ours, reference = _params_with_grads(1.0), _params_with_grads(1.0)
+    for params in (ours, reference):
+        assert params[0].grad is not None
+        params[0].grad[0, 0] = float("inf")
+    norm = trainer.clip_gradients(ours, 1.0)
+    expected = torch.nn.utils.clip_grad_norm_(reference, 1.0)
+    assert norm == float(expected) == float("inf")
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, equal_nan=True)
