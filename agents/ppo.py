@@ -163,12 +163,12 @@ def build(config: PPOConfig) -> TrainState:
 
 
 def score(
-    state: TrainState, rows: RolloutBatch, *, warmup: bool = False
+    state: TrainState, rows: RolloutBatch, *, warmup: bool = False, policy: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """(logp, entropy, values), each (b, L), of `rows` under the current policy and critic (gradient if enabled).
 
     In the critic warm-up the value loss stays out of the policy's trunk, and a separate critic's
-    rows skip the policy forward altogether.
+    rows skip the policy forward altogether, as they do with `policy=False` (logp is then 0).
     """
     cfg, device = state.config, state.device
     ids, attention, mask = rows.input_ids.to(device), rows.attention_mask.to(device), rows.loss_mask.to(device)
@@ -190,7 +190,7 @@ def score(
         return logp, entropy, values
     critic: Any = state.critic  # a ValueModel
     values = token_values(critic.decoder, critic.head, ids, attention, mask, bf16=cfg.bf16)  # (b, L)
-    if warmup:
+    if warmup or not policy:
         return torch.zeros_like(values), None, values
     logp, entropy = completion_logprobs(
         state.model, ids, attention, mask, with_entropy=training, entropy_grad=entropy_grad, bf16=cfg.bf16
@@ -221,13 +221,9 @@ def prepare(state: TrainState, rows: RolloutBatch) -> Rollout:
     reuse = sampled_logprobs_exact(state)
     for chunk in torch.arange(len(rows.rewards)).split(cfg.micro_batch):
         sub = rows.select(chunk)  # trimmed to its longest row
+        logp, _, values = score(state, sub, policy=not reuse)  # (b, w)
         if reuse:
-            ids, attention, mask = (t.to(state.device) for t in (sub.input_ids, sub.attention_mask, sub.loss_mask))
-            critic: Any = state.critic  # a ValueModel (sampled_logprobs_exact checked)
-            values = token_values(critic.decoder, critic.head, ids, attention, mask)  # (b, w)
-            logp = sub.old_logprobs.to(state.device) * mask  # (b, w) the sampler's own, 0 off policy tokens
-        else:
-            logp, _, values = score(state, sub)  # (b, w)
+            logp = sub.old_logprobs.to(state.device) * sub.loss_mask.to(state.device)  # (b, w) the sampler's own
         old_logp.append(_widen(logp, width))
         old_values.append(_widen(values, width))
         if state.reference is not None:
