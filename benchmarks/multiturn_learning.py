@@ -6,7 +6,7 @@ Run: python benchmarks/multiturn_learning.py [--learners grpo,ppo] [--seeds 0,1,
 The task: one-digit `+`/`-` problems with the demo's system prompt; a wrong answer gets feedback ("Your
 answer 7 is not correct. Check your work and try again.") and one more attempt, so a failed first
 attempt makes an episode of two policy turns with env tokens between them. Each attempt earns the demo's
-shaped reward (correct boxed answer 1 + correct final number 0.5 + `\\boxed{}` 0.25) times 0.5 per earlier
+shaped reward (correct boxed answer 1 + exactly one `\\boxed{}` 0.5 + correct final number 0.25) times 0.5 per earlier
 attempt. Success = the episode's final attempt is correct.
 
 For each learner and seed the script runs the real command line in a fresh process (`llmenv train grpo|ppo

@@ -173,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     console.print(
         f"[bold]llmenv demo[/]: GRPO on {args.model}, task {DEMO_TASK} (one-digit + and -). Training reward: "
-        "correct boxed answer 1 + correct final number 0.5 + using \\boxed{} 0.25. "
+        "correct boxed answer 1 + exactly one \\boxed{} 0.5 + correct final number 0.25. "
         'Accuracy = correct answer (boxed, or after "the answer is").'
     )
     started = time.perf_counter()

@@ -28,15 +28,18 @@ DEMO_PARAMS: dict[str, Any] = {
 
 
 def demo_reward() -> Rubric:
-    """The demo's shaped reward: correct boxed answer 1 + correct final number 0.5 + a \\boxed{} 0.25.
+    """The demo's shaped reward: correct boxed answer 1 + exactly one \\boxed{} 0.5 + correct final number 0.25.
 
-    Solved (`passed`) means the correct part passed, whatever the shaping parts say.
+    The box is worth more than a right unboxed number so that a sampled boxed answer that comes out
+    wrong never scores below a right one left unboxed (with the weights the other way round, a policy
+    learns to stop boxing); one box only, so boxing every number earns nothing. Solved (`passed`)
+    means the correct part passed, whatever the shaping parts say.
     """
     return Rubric(
         {
             "correct": (MathVerifier(extraction="anchored"), 1.0),
-            "number": (MathVerifier(extraction="anchored", fallback_last_number=True), 0.5),
-            "format": (BoxedFormat(), 0.25),
+            "format": (BoxedFormat(exactly_one=True), 0.5),
+            "number": (MathVerifier(extraction="anchored", fallback_last_number=True), 0.25),
         },
         pass_part="correct",
     )

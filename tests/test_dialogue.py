@@ -162,10 +162,10 @@ def test_arith_retry_demo_pays_shaped_credit_per_attempt_and_ends_after_one_retr
     task = info["task"]
     assert not set(task.prompt) & set("*/") and "\\boxed{N}" in info["messages"][0]["content"]
     answer = int(task.answer)
-    _, r1, t1, _, i1 = env.step(f"\\boxed{{{answer + 1}}}")  # wrong, but boxed: the format part (0.25) only
-    assert (r1, t1) == (0.25, False) and "not correct" in i1["env_messages"][0]["content"]
+    _, r1, t1, _, i1 = env.step(f"\\boxed{{{answer + 1}}}")  # wrong, but boxed: the format part (0.5) only
+    assert (r1, t1) == (0.5, False) and "not correct" in i1["env_messages"][0]["content"]
     _, r2, t2, tr2, _ = env.step(f"\\boxed{{{answer}}}")  # right on the retry: (1 + 0.5 + 0.25) x 0.5
-    assert r2 == 0.875 and (t2 or tr2) and env.trajectory.rewards == (0.25, 0.875)
+    assert r2 == 0.875 and (t2 or tr2) and env.trajectory.rewards == (0.5, 0.875)
     env.reset(seed=3)
     _, r, t, _, _ = env.step(f"\\boxed{{{answer + 1}}}")
     _, r, t, tr, _ = env.step(f"\\boxed{{{answer + 1}}}")

@@ -10,7 +10,7 @@ import pytest
 
 import llmenv
 from llmenv.errors import TaskConfigError
-from llmenv.tasks.arith import generate_arith
+from llmenv.tasks.arith import demo_reward, generate_arith
 
 
 def exact_value(expression: str) -> Fraction:
@@ -54,3 +54,20 @@ def test_episode_rewards_the_right_boxed_answer_only(tok):
     env.reset(seed=3)
     _, reward, _, _, info = env.step(f"So the result is \\boxed{{{int(answer) + 1}}}.")
     assert reward == 0.0 and info["verdict"].passed is False
+
+
+@pytest.mark.parametrize(
+    "completion, reward, passed",
+    [
+        ("4 + 3 = \\boxed{7}", 1.75, True),  # right and boxed: every part
+        ("4 + 3 = \\boxed{8}", 0.5, False),  # boxed but wrong: the format part
+        ("4 + 3 = 7.", 0.25, False),  # right but unboxed: the number part, less than a boxed wrong answer
+        ("\\boxed{4} + \\boxed{3} = \\boxed{7}", 1.25, True),  # boxing every number: no format credit
+        ("I cannot say.", 0.0, False),
+    ],
+)
+def test_demo_reward_never_pays_an_unboxed_answer_more_than_a_boxed_one(completion, reward, passed):
+    task = llmenv.Task("Compute 4 + 3. Put the final answer in \\boxed{}.", answer="7")
+    verdict = demo_reward()(completion, task)
+    assert verdict.reward == pytest.approx(reward)
+    assert verdict.passed is passed
