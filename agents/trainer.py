@@ -7,8 +7,9 @@ model with LoRA / gradient checkpointing, its fused AdamW), `load_frozen` (a ref
 model that never trains), `play` (one rollout with the run's seeds), `rollout_metrics` (what every
 learner logs about its episodes), and `train` / `fit` (gc handling, the step loop with its rich
 progress line, metrics.jsonl / TensorBoard / reward.png, checkpoints with whatever extra state a
-learner registers, exact resume, Ctrl-C at a step boundary, the final export). Small speed and
-safety tricks each have a named function with a one-line reason. It never computes a loss.
+learner registers, exact resume, Ctrl-C at a step boundary, the final export, freed memory kept for
+the next step: `allocator.reuse_freed_memory`). Small speed and safety tricks each have a named
+function with a one-line reason. It never computes a loss.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 import torch
 
 from llmenv.agents import gc_control
+from llmenv.agents.allocator import reuse_freed_memory
 from llmenv.agents.checkpoint import (
     checkpoint_step,
     export_final,
@@ -71,7 +73,11 @@ class LearnerConfig:
     )
     save_final: bool = option(True, "Export the trained weights (or adapter) alone to out/final at the end.")
     micro_batch: int = option(8, "Sequences per forward/backward (gradient accumulation).", **at_least(1))
-    max_grad_norm: float = option(1.0, "Gradient-norm clipping.", **above(0))
+    max_grad_norm: float = option(
+        1.0,
+        "Clip gradients to this total norm (0 = no clipping, as TRL's PPOTrainer; norms are then not computed).",
+        **at_least(0),
+    )
     lora_rank: int = option(
         0,
         "Train a LoRA adapter of this rank through peft instead of all weights (0 = full).",
@@ -155,7 +161,10 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
     `clip_grad_norm_` multiplies every gradient by a clamped coefficient even when it is exactly 1, a
     full read and write of the gradients (~0.1 s per 135M-parameter step on 2 CPU cores); this scales
     only when the norm is over the bound, with torch's own coefficient, so the results are identical.
+    `max_norm` 0 clips nothing and returns 0.0 without reading the gradients.
     """
+    if max_norm == 0:
+        return 0.0
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.nn.utils.get_total_norm(grads)
     norm = float(total)
@@ -289,8 +298,8 @@ def train(
     """Build a learner's state with the collector paused, then `fit` it with everything loaded frozen."""
     with gc_control.paused():  # loading allocates ~10^5 long-lived objects; collecting mid-load finds no garbage
         state = build(config)
-    with gc_control.frozen():  # full collections in the loop skip the model, tokenizer and imported modules
-        fit(state, step, name=name, status=status, progress=progress)
+    with gc_control.frozen(), reuse_freed_memory():  # no gc walks over the loaded objects; no page faults
+        fit(state, step, name=name, status=status, progress=progress)  # for memory the last step freed
     return state
 
 

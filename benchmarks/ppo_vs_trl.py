@@ -24,9 +24,9 @@ the order reversed every other round; ratios compare medians over the rounds:
   whitened over the batch's policy tokens, KL as a per-token k1 penalty `-0.05 * (logp - ref_logp)` in
   the reward (TRL `kl_estimator="k1"`, `kl_coef=0.05`; llmenv `--kl-in reward --kl-estimator k1`);
 - optimisers: AdamW lr 1e-6, weight decay 0, constant. llmenv has one AdamW for the policy and one for
-  the critic (`--critic-lr 1e-6`), both torch's fused kernel, each clipped to grad norm 1.0; TRL has
-  one AdamW over policy + value model together (`optim` left at TRL's default, adamw_torch_fused,
-  `lr_scheduler_type="constant"`) and its PPO loop clips no gradients;
+  the critic (`--critic-lr 1e-6`), both torch's fused kernel; TRL has one AdamW over policy + value
+  model together (`optim` left at TRL's default, adamw_torch_fused, `lr_scheduler_type="constant"`).
+  Neither side clips gradients: TRL's PPO loop never does, llmenv runs with `--max-grad-norm 0`;
 - reward: llmenv's `MathVerifier` on the completion text (special tokens dropped) against the task's
   answer. llmenv calls it through the env. TRL's PPOTrainer only takes a reward *model* and scores
   with `trl.experimental.utils.get_reward(reward_model, query_responses, pad_token_id,
@@ -194,6 +194,7 @@ def worker_ours(spec: dict, result_path: str, entered: float) -> None:
         "clip-low": 0.2,
         "clip-high": 0.2,
         "value-clip": 0.2,
+        "max-grad-norm": 0,  # TRL's PPO loop clips no gradient
         "gamma": 1.0,
         "lam": 0.95,
         "kl-coef": spec["kl_coef"],

@@ -48,3 +48,11 @@ def test_clip_gradients_matches_clip_grad_norm_on_an_infinite_gradient():
     assert norm == float(expected) == float("inf")
     for a, b in zip(ours, reference, strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, equal_nan=True)
+
+
+def test_max_norm_zero_leaves_the_gradients_as_they_are():
+    params = _params_with_grads(10.0)
+    before = [p.grad.clone() for p in params if p.grad is not None]
+    assert trainer.clip_gradients(params, 0.0) == 0.0
+    for p, grad in zip(params, before, strict=True):
+        assert p.grad is not None and torch.equal(p.grad, grad)  # norm ~30, not clipped to 0
