@@ -71,7 +71,7 @@ def register_builtin_tasks() -> None:
         source=generate_retry_problem,
         verifier=demo_reward(),
         env="dialogue",
-        responder=retry_responder(0.5, shaped=True),
+        responder=retry_responder(0.5, shaped=True, answer_part="correct"),
         max_turns=2,
         replace=True,
         **DEMO_PARAMS,

@@ -72,19 +72,28 @@ def generate_retry_problem(rng: np.random.Generator, *, digits: int = 2, terms: 
     return generate_arith(rng, digits=digits, ops=ops, terms=terms)
 
 
-def _extracted(verdict: Verdict) -> str | None:
-    """The answer a math verdict read, also inside a Rubric's per-part details (`details[part]["extracted"]`)."""
+def _extracted(verdict: Verdict, part: str | None = None) -> str | None:
+    """The answer a math verdict read: `details["extracted"]`, or a Rubric part's (`details[part]["extracted"]`).
+
+    With `part` only that part's reading counts; without it, the first part that read one.
+    """
+    if part is not None:
+        found = verdict.details.get(part, {}).get("extracted")
+        return str(found) if found else None
     if verdict.details.get("extracted"):
         return str(verdict.details["extracted"])
     parts = (d for d in verdict.details.values() if isinstance(d, dict) and d.get("extracted"))
     return next((str(d["extracted"]) for d in parts), None)
 
 
-def retry_responder(discount: float = 0.5, *, shaped: bool = False) -> Responder:
+def retry_responder(discount: float = 0.5, *, shaped: bool = False, answer_part: str | None = None) -> Responder:
     """Reward `discount ** (attempt - 1)` for a right answer; otherwise say it was wrong and ask again.
 
     `shaped=True` pays every attempt `discount ** (attempt - 1)` times the verdict's own reward, so a
     shaped verifier's partial credit (a boxed but wrong number) counts on failed attempts too.
+    `answer_part` names the Rubric part whose reading is the answer (the one that decides `passed`):
+    the feedback then quotes only what that part read, so a right number left unboxed (which a
+    fallback part reads, and which did not pass) is answered "no answer in \\boxed{}", never "7 is not correct".
     """
     if not 0 < discount <= 1:
         raise TaskConfigError(f"discount must be in (0, 1], got {discount}")
@@ -94,9 +103,12 @@ def retry_responder(discount: float = 0.5, *, shaped: bool = False) -> Responder
         weight = discount ** (ctx.turn - 1)
         if ctx.verdict.passed:
             return EnvReply(reward=weight * (ctx.verdict.reward if shaped else 1.0), done=True, reason="solved")
-        extracted = _extracted(ctx.verdict)
-        said = f"Your answer {extracted} is not correct." if extracted else "I could not find an answer in \\boxed{}."
+        extracted = _extracted(ctx.verdict, answer_part)
+        if extracted:
+            said = f"Your answer {extracted} is not correct. Check your work and try again."
+        else:
+            said = "I could not find an answer in \\boxed{}. Write your final answer as \\boxed{N}."
         reward = weight * ctx.verdict.reward if shaped else 0.0
-        return EnvReply(reward=reward, messages=[{"role": "user", "content": f"{said} Check your work and try again."}])
+        return EnvReply(reward=reward, messages=[{"role": "user", "content": said}])
 
     return respond

@@ -172,6 +172,19 @@ def test_arith_retry_demo_pays_shaped_credit_per_attempt_and_ends_after_one_retr
     assert tr and not t  # two attempts are all there is: the episode is cut at max_turns
 
 
+def test_arith_retry_demo_feedback_quotes_only_the_answer_that_was_judged(tok):
+    env = llmenv.make("llmenv/arith-retry-demo-v0", tokenizer=tok)
+    _, info = env.reset(seed=3)
+    answer = int(info["task"].answer)
+    # right number, unboxed: the fallback part reads it (0.25) but it did not pass, so it must not be called wrong
+    _, r1, t1, _, i1 = env.step(f"The result is {answer}")
+    feedback = i1["env_messages"][0]["content"]
+    assert (r1, t1) == (0.25, False) and "not correct" not in feedback and "\\boxed{N}" in feedback
+    env.reset(seed=3)
+    _, _, _, _, i1 = env.step(f"\\boxed{{{answer + 1}}}")
+    assert f"Your answer {answer + 1} is not correct" in i1["env_messages"][0]["content"]
+
+
 def test_observation_is_int64_and_in_space(tok):
     env = echo_env(tok)
     obs, _ = env.reset(seed=0)
