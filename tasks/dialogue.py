@@ -10,6 +10,8 @@ is a generator, a verifier and a responder; the turn mechanics belong to `llmenv
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from llmenv.dialogue import EnvReply, Responder, TurnContext
@@ -78,7 +80,11 @@ def _extracted(verdict: Verdict, part: str | None = None) -> str | None:
     With `part` only that part's reading counts; without it, the first part that read one.
     """
     if part is not None:
-        found = verdict.details.get(part, {}).get("extracted")
+        reading = verdict.details.get(part)
+        if not isinstance(reading, Mapping):
+            named = [k for k, v in verdict.details.items() if isinstance(v, Mapping)]
+            raise TaskConfigError(f"answer_part {part!r} is not a Rubric part of this verdict; its parts: {named}")
+        found = reading.get("extracted")
         return str(found) if found else None
     if verdict.details.get("extracted"):
         return str(verdict.details["extracted"])

@@ -185,6 +185,18 @@ def test_arith_retry_demo_feedback_quotes_only_the_answer_that_was_judged(tok):
     assert f"Your answer {answer + 1} is not correct" in i1["env_messages"][0]["content"]
 
 
+def test_a_misnamed_answer_part_is_a_clear_error_not_silent_feedback():
+    from llmenv.dialogue import TurnContext
+    from llmenv.tasks.arith import demo_reward
+    from llmenv.tasks.dialogue import retry_responder
+
+    task = Task("What is 3 + 4?", answer="7")
+    verdict = demo_reward()("\\boxed{8}", task)
+    ctx = TurnContext(task=task, completion="\\boxed{8}", verdict=verdict, turn=1, messages=[], finished=True, state={})
+    with pytest.raises(TaskConfigError, match="answer_part 'corect' is not a Rubric part.*'correct'"):
+        retry_responder(0.5, shaped=True, answer_part="corect")(ctx)
+
+
 def test_observation_is_int64_and_in_space(tok):
     env = echo_env(tok)
     obs, _ = env.reset(seed=0)
