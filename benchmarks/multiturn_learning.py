@@ -43,11 +43,11 @@ COMMON = [
 FLAGS = {
     "grpo": ["--steps", "20", "--prompts-per-step", "8", "--group-size", "4", "--lr", "2e-5"],
     "ppo": [
-        "--steps", "14", "--prompts-per-step", "32", "--group-size", "1", "--lr", "2e-5",
+        "--steps", "16", "--prompts-per-step", "32", "--group-size", "1", "--lr", "4e-5",
         "--critic", "head", "--critic-lr", "1e-4", "--epochs", "1", "--minibatches", "2", "--kl-coef", "0",
     ],
 }  # fmt: skip
-"""Both learners see 32 episodes per step: GRPO for 20 steps (as `llmenv demo`), PPO for 14 (its steps cost more)."""
+"""Both learners see 32 episodes per step: GRPO for 20 steps (as `llmenv demo`), PPO for 16 at twice its lr."""
 
 
 def held_out_success(model: str) -> dict[str, float]:

@@ -69,13 +69,14 @@ def register_builtin_tasks() -> None:
     register_task(
         "arith-retry-demo-v0",
         source=generate_retry_problem,
-        verifier=demo_reward(),
+        verifier=demo_reward(integer_box=True),
         env="dialogue",
         responder=retry_responder(0.5, shaped=True, answer_part="correct"),
         max_turns=2,
         replace=True,
         **DEMO_PARAMS,
-        description="one-digit +/- with one retry after feedback; the demo's shaped reward x 0.5**(attempt-1)",
+        description="one-digit +/- with one retry after feedback; the demo's shaped reward (a box must hold a "
+        "whole number) x 0.5**(attempt-1)",
     )
     register_task(
         "arith-tool-v0",

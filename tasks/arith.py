@@ -15,7 +15,7 @@ import numpy as np
 from llmenv.errors import TaskConfigError
 from llmenv.types import Task
 from llmenv.verifiers.base import Rubric
-from llmenv.verifiers.format import BoxedFormat
+from llmenv.verifiers.format import INTEGER, BoxedFormat
 from llmenv.verifiers.math import MathVerifier
 
 DEMO_PARAMS: dict[str, Any] = {
@@ -27,18 +27,21 @@ DEMO_PARAMS: dict[str, Any] = {
 """`llmenv/arith-demo-v0`'s defaults: one-digit sums and differences, and a system prompt asking for \\boxed{}."""
 
 
-def demo_reward() -> Rubric:
+def demo_reward(*, integer_box: bool = False) -> Rubric:
     """The demo's shaped reward: correct boxed answer 1 + exactly one \\boxed{} 0.5 + correct final number 0.25.
 
     The box is worth more than a right unboxed number so that a sampled boxed answer that comes out
     wrong never scores below a right one left unboxed (with the weights the other way round, a policy
-    learns to stop boxing); one box only, so boxing every number earns nothing. Solved (`passed`)
-    means the correct part passed, whatever the shaping parts say.
+    learns to stop boxing); one box only, so boxing every number earns nothing. `integer_box=True`
+    pays the format part only for a box holding a whole number: the system prompt's placeholder
+    copied as it is (`\\boxed{N}`) is otherwise a format a policy can learn to farm (PPO did, on the
+    retry task, whose feedback repeats the placeholder). Solved (`passed`) means the correct part
+    passed, whatever the shaping parts say.
     """
     return Rubric(
         {
             "correct": (MathVerifier(extraction="anchored"), 1.0),
-            "format": (BoxedFormat(exactly_one=True), 0.5),
+            "format": (BoxedFormat(exactly_one=True, content=INTEGER if integer_box else None), 0.5),
             "number": (MathVerifier(extraction="anchored", fallback_last_number=True), 0.25),
         },
         pass_part="correct",

@@ -170,6 +170,9 @@ def test_arith_retry_demo_pays_shaped_credit_per_attempt_and_ends_after_one_retr
     _, r, t, _, _ = env.step(f"\\boxed{{{answer + 1}}}")
     _, r, t, tr, _ = env.step(f"\\boxed{{{answer + 1}}}")
     assert tr and not t  # two attempts are all there is: the episode is cut at max_turns
+    env.reset(seed=3)
+    _, r1, _, _, i1 = env.step("8 + \\boxed{N}")  # the prompt's placeholder copied: no format credit
+    assert r1 == 0.0 and i1["reward_parts"]["format"] == 0.0
 
 
 def test_arith_retry_demo_feedback_quotes_only_the_answer_that_was_judged(tok):

@@ -32,6 +32,7 @@ from llmenv.types import Task, Verdict
 __all__ = [
     "ThinkAnswerFormat",
     "BoxedFormat",
+    "INTEGER",
     "RegexFormat",
     "JSONFormat",
     "LengthBounds",
@@ -138,18 +139,28 @@ def boxed_contents(text: str) -> tuple[list[str], int]:
     return found, sum(1 for start in stack if start >= 0)
 
 
+INTEGER = r"[-+]?\d+"
+"""`BoxedFormat(content=INTEGER)`: a box holding a whole number."""
+
+
 class BoxedFormat:
     """A `\\boxed{...}` with balanced braces and non-blank content is present.
 
     Options:
         exactly_one: fail when more than one complete `\\boxed{}` is found (nested ones count).
+        content: a regular expression the last box's content (stripped) must match in full, e.g.
+            `INTEGER`, so that a placeholder copied from the prompt (`\\boxed{N}`) is not a format.
     """
 
     time_bounded = True
     name = "boxed"
 
-    def __init__(self, exactly_one: bool = False) -> None:
+    def __init__(self, exactly_one: bool = False, *, content: str | None = None) -> None:
         self.exactly_one = exactly_one
+        try:
+            self.content = re.compile(content) if content is not None else None
+        except (re.error, TypeError) as exc:
+            raise VerifierError(f"BoxedFormat content pattern {content!r:.100} does not compile: {exc}") from exc
 
     def __call__(self, completion: str, task: Task) -> Verdict:
         """Check for a complete `\\boxed{}`; `details["boxed"]` holds the last one's content."""
@@ -160,6 +171,12 @@ class BoxedFormat:
             return _verdict(self.name, f"{len(found)} \\boxed{{}} found, expected 1")
         if not found[-1].strip():
             return _verdict(self.name, "empty \\boxed{}")
+        if self.content is not None and not self.content.fullmatch(found[-1].strip()[:1000]):
+            return _verdict(
+                self.name,
+                f"\\boxed{{{found[-1].strip()[:40]}}} does not match the pattern {self.content.pattern}",
+                boxed=found[-1],
+            )
         return _verdict(self.name, None, boxed=found[-1])
 
 

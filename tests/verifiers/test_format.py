@@ -14,6 +14,7 @@ from llmenv.testing import tiny_tokenizer
 from llmenv.types import Task, Verdict
 from llmenv.verifiers.base import call_verifier, check_verifier
 from llmenv.verifiers.format import (
+    INTEGER,
     MAX_REPORTED_ERRORS,
     BoxedFormat,
     JSONFormat,
@@ -131,6 +132,15 @@ def test_boxed_accepts_and_reports_last_box():
 )
 def test_boxed_rejects(completion, exactly_one, expected):
     assert reason(BoxedFormat(exactly_one=exactly_one), completion) == expected
+
+
+def test_boxed_content_pattern_refuses_a_copied_placeholder():
+    integer_box = BoxedFormat(exactly_one=True, content=INTEGER)
+    assert reason(integer_box, r"8 + \boxed{N}") == r"\boxed{N} does not match the pattern [-+]?\d+"
+    assert reason(integer_box, r"so \boxed{ -12 }") is None and reason(integer_box, r"\boxed{7}.") is None
+    assert reason(integer_box, r"\boxed{7.5}") is not None and reason(BoxedFormat(), r"\boxed{N}") is None
+    with pytest.raises(VerifierError, match="content pattern '\\[' does not compile"):
+        BoxedFormat(content="[")
 
 
 # --------------------------------------------------------------------------- RegexFormat
