@@ -7,8 +7,8 @@ The task: one-digit `+`/`-` problems with the demo's system prompt; a wrong answ
 answer 7 is not correct. Check your work and try again.", or, when the correct part read no answer, as for a
 number left unboxed, a request to write it as `\\boxed{N}`) and one more attempt, so a failed first attempt
 makes an episode of two policy turns with env tokens between them. Each attempt earns the demo's
-shaped reward (correct boxed answer 1 + exactly one `\\boxed{}` 0.5 + correct final number 0.25) times 0.5 per earlier
-attempt. Success = the episode's final attempt is correct.
+shaped reward (correct boxed answer 1 + exactly one `\\boxed{}` holding a whole number 0.5 + correct final
+number 0.25) times 0.5 per earlier attempt. Success = the episode's final attempt is correct.
 
 For each learner and seed the script runs the real command line in a fresh process (`llmenv train grpo|ppo
 ... --seed S`, flags below), then measures greedy held-out success of `OUT/<learner>-s<S>/final` on 64 tasks
