@@ -1,7 +1,8 @@
 """Does training on a multi-turn task raise held-out success? GRPO and PPO on `llmenv/arith-retry-demo-v0`, 3 seeds.
 
 Run: python benchmarks/multiturn_learning.py [--learners grpo,ppo] [--seeds 0,1,2] [--out runs/multiturn]
-(in the project's .venv; results go to OUT/results.json and a markdown table on stdout).
+[--extra "ppo: --entropy-coef 0.01"] (in the project's .venv; results go to OUT/results.json and a markdown
+table on stdout; `--extra LEARNER: FLAGS` appends flags to that learner's command, overriding FLAGS).
 
 The task: one-digit `+`/`-` problems with the demo's system prompt; a wrong answer gets feedback ("Your
 answer 7 is not correct. Check your work and try again.", or, when the correct part read no answer, as for a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -69,7 +71,14 @@ def main() -> None:
     parser.add_argument("--learners", default="grpo,ppo")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="runs/multiturn")
+    parser.add_argument("--extra", action="append", default=[], help='"LEARNER: FLAGS" appended to its command')
     args = parser.parse_args()
+    extra: dict[str, list[str]] = {}
+    for item in args.extra:
+        learner, _, flags = item.partition(":")
+        if learner.strip() not in FLAGS:
+            parser.error(f"--extra {item!r}: expected 'LEARNER: FLAGS' with LEARNER one of {sorted(FLAGS)}")
+        extra.setdefault(learner.strip(), []).extend(shlex.split(flags))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -82,6 +91,7 @@ def main() -> None:
         for seed in [int(s) for s in args.seeds.split(",")]:
             key = f"{learner}-s{seed}"
             command = [sys.executable, "-m", "llmenv.cli", "train", learner, *COMMON, *FLAGS[learner]]
+            command += extra.get(learner, [])
             command += ["--seed", str(seed), "--out", str(out / key)]
             started = time.perf_counter()
             proc = subprocess.run(command, capture_output=True, text=True)
