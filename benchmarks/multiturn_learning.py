@@ -47,9 +47,12 @@ FLAGS = {
     "ppo": [
         "--steps", "16", "--prompts-per-step", "32", "--group-size", "1", "--lr", "4e-5",
         "--critic", "head", "--critic-lr", "1e-4", "--epochs", "1", "--minibatches", "2", "--kl-coef", "0",
+        "--entropy-coef", "0.01",
     ],
 }  # fmt: skip
-"""Both learners see 32 episodes per step: GRPO for 20 steps (as `llmenv demo`), PPO for 16 at twice its lr."""
+"""Both learners see 32 episodes per step: GRPO for 20 steps (as `llmenv demo`), PPO for 16 at twice its lr,
+with an entropy bonus (without it, PPO's entropy fell from 1.8 to 0.1 in about 12 updates and one seed of
+three settled on a shaping optimum; BENCHMARKS.md "Multi-turn training")."""
 
 
 def held_out_success(model: str) -> dict[str, float]:
