@@ -188,7 +188,7 @@ def update(state: RMState, pairs: list[Pair]) -> dict[str, float]:
         margin = torch.tensor([p.margin for p in chunk], device=state.device)
         loss = bradley_terry_loss(r_c, r_r, margin, cfg.center_coef) * (len(chunk) / len(pairs))
         loss.backward()
-        loss_sum += float(loss)
+        loss_sum += loss.item()
         chosen.append(r_c.detach())
         rejected.append(r_r.detach())
     grad_norm = trainer.clip_gradients(trainer.trainable(state.model), cfg.max_grad_norm)

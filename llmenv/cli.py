@@ -2,7 +2,8 @@
 
 `llmenv tasks` lists registered ids; `llmenv rollout --task ID --model M` plays episodes and reports
 mean reward and accuracy (optionally writing every episode, `Episode.to_json`, to JSONL); `llmenv
-eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains; `llmenv demo` trains the
+eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains a policy on a task and
+`llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs; `llmenv demo` trains the
 embedded SmolLM2-135M-Instruct on `llmenv/arith-demo-v0` and measures before and after. This module
 parses arguments and prints; the loops live in `llmenv.agents`. Errors llmenv raises on purpose are
 printed as one line (no traceback), and Ctrl-C ends with one line saying how to continue.
@@ -25,10 +26,11 @@ from rich.markup import escape
 from rich.table import Table
 
 import llmenv
-from llmenv.agents import grpo, ppo
+from llmenv.agents import grpo, ppo, rm
 from llmenv.agents.config import add_config_flags, config_from_args, parse_params, to_flags
 from llmenv.agents.grpo import GRPOConfig
 from llmenv.agents.ppo import PPOConfig
+from llmenv.agents.rm import RMConfig
 from llmenv.errors import LLMEnvError
 
 console = Console()
@@ -142,16 +144,17 @@ def _resume_command(learner: str, config: Any) -> str:
     return shlex.join(["llmenv", "train", learner, *to_flags(dataclasses.replace(config, resume=True))])
 
 
-def _train(learner: str, config: Any, train: Callable[[Any], Any]) -> int:
+def _train(learner: str, config: Any, train: Callable[[Any], Any], *, plot: str = "reward.png") -> int:
     """Run a learner's `train(config)` and report where the metrics, plot and weights are (130 when interrupted)."""
-    llmenv.registry.spec(config.task)
+    if hasattr(config, "task"):
+        llmenv.registry.spec(config.task)
     state = train(config)
     out = config.out
     if state.interrupted:
         console.print(f"stopped at step {state.step}/{config.steps}; continue with: {_resume_command(learner, config)}")
         return 130
     final = f"  weights: {out}/final" if config.save_final else ""
-    console.print(f"metrics: {out}/metrics.jsonl  plot: {out}/reward.png{final}")
+    console.print(f"metrics: {out}/metrics.jsonl  plot: {out}/{plot}{final}")
     return 0
 
 
@@ -163,6 +166,11 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
 def cmd_train_ppo(args: argparse.Namespace) -> int:
     """Train with PPO (a critic, GAE over policy tokens)."""
     return _train("ppo", config_from_args(PPOConfig, args), ppo.train)
+
+
+def cmd_train_rm(args: argparse.Namespace) -> int:
+    """Train a Bradley-Terry reward model on preference pairs."""
+    return _train("rm", config_from_args(RMConfig, args), rm.train, plot="loss.png")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -275,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=None, help="default: 0 for one sample, else 1")
     ev.set_defaults(func=cmd_eval)
 
-    train = sub.add_parser("train", help="train a policy on a task")
+    train = sub.add_parser("train", help="train a policy on a task, or a reward model on pairs")
     learners = train.add_subparsers(dest="learner", required=True)
     grpo_flags = learners.add_parser("grpo", help="group-relative policy optimisation", description=GRPOConfig.__doc__)
     add_config_flags(grpo_flags, GRPOConfig)
@@ -284,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     ppo_flags.description = PPOConfig.__doc__
     add_config_flags(ppo_flags, PPOConfig)
     ppo_flags.set_defaults(func=cmd_train_ppo)
+    rm_flags = learners.add_parser("rm", help="Bradley-Terry reward model on preference pairs (--data FILE)")
+    rm_flags.description = RMConfig.__doc__
+    add_config_flags(rm_flags, RMConfig)
+    rm_flags.set_defaults(func=cmd_train_rm)
 
     demo = sub.add_parser(
         "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults
