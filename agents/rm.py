@@ -38,14 +38,14 @@ PAIR_FORMAT = '{"prompt": str | [messages], "chosen": str, "rejected": str, "mar
 """One preference pair per JSONL line (or `datasets` row); chosen/rejected may be `[{role: assistant, content}]`."""
 
 SPLIT_SEED = 20_260_101
-"""The held-out split (when `eval_data` is not given) is drawn with this fixed seed: every run seed holds out the same pairs."""
+"""The held-out split (when `eval_data` is not given) uses this seed: every run seed holds out the same pairs."""
 
 
 @dataclass
 class RMConfig(RunConfig):
     """Everything a reward-model run needs; every field is a `llmenv train rm` flag (shared ones in `RunConfig`)."""
 
-    data: str = option("", "Preference pairs: a JSONL file or a datasets save_to_disk folder (prompt, chosen, rejected).")
+    data: str = option("", "Preference pairs (prompt, chosen, rejected): JSONL or a datasets save_to_disk folder.")
     eval_data: str | None = option(None, "Held-out pairs in the same form (default: hold out eval_fraction of data).")
     eval_fraction: float = option(
         0.1, "Share of data held out when eval_data is not given.", check=lambda f: 0 <= f < 1, expects="in [0, 1)"

@@ -199,7 +199,9 @@ def resume_point(out: str | Path, resume: bool) -> Path | None:
     return found
 
 
-def load_trainable(config: RunConfig, device: torch.device, model: str | None = None, *, scalar_head: bool = False) -> Any:
+def load_trainable(
+    config: RunConfig, device: torch.device, model: str | None = None, *, scalar_head: bool = False
+) -> Any:
     """The model that learns (`config.model`, or `model`): LoRA-wrapped when asked, weights owned, checkpointing on.
 
     `scalar_head` loads it as a one-output sequence-classification model (a reward model or a critic
@@ -228,7 +230,7 @@ def load_frozen(model: str, device: torch.device) -> Any:
 
 
 def start_run(config: RunConfig) -> tuple[torch.device, Path | None]:
-    """The run's device and resume checkpoint, checked before anything loads (a missing one fails in ms); seeds torch."""
+    """The run's device and resume checkpoint, checked before anything loads (a missing one fails fast); seeds torch."""
     device = resolve_device(config.device)
     resume_from = resume_point(config.out, config.resume)
     torch.manual_seed(config.seed)

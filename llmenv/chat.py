@@ -75,8 +75,9 @@ class ChatCodec:
         Two codecs with the same key render and encode identically, so a model behind one can read
         token ids made by the other as they are (a reward model scoring a policy's exact tokens).
         """
+        vocab: dict[str, int] = self.tokenizer.get_vocab()
         parts = {
-            "vocab": sorted(self.tokenizer.get_vocab().items(), key=lambda item: item[1]),
+            "vocab": sorted(vocab.items(), key=lambda item: item[1]),
             "special": {name: str(value) for name, value in self.tokenizer.special_tokens_map.items()},
             "template": self.chat_template,
             "tools": self.tools,

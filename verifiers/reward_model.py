@@ -171,7 +171,7 @@ class RewardModelVerifier:
         if self.normalizer is not None:
             self.normalizer.update(raw)
         verdicts = []
-        for (ids, end, how), score in zip(encoded, raw, strict=True):
+        for (_, end, how), score in zip(encoded, raw, strict=True):
             reward = self.normalizer.normalize(score) if self.normalizer is not None else score
             details = {"encoding": how, "tokens": min(end + 1, self.max_length), "raw_reward": score}
             verdicts.append(Verdict(reward=reward, passed=None, parts={self.name: reward}, details=details))

@@ -34,7 +34,9 @@ def test_golden_losses():
 
 def pair_rows(n: int) -> list[dict]:
     """Pairs a tiny model can learn: the chosen side says the sum, the rejected one refuses."""
-    return [{"prompt": f"what is {i} + 1?", "chosen": f"The answer is {i + 1}.", "rejected": "no idea"} for i in range(n)]
+    return [
+        {"prompt": f"what is {i} + 1?", "chosen": f"The answer is {i + 1}.", "rejected": "no idea"} for i in range(n)
+    ]
 
 
 def write_jsonl(path, rows) -> str:
@@ -87,10 +89,10 @@ def test_training_scores_the_position_the_verifier_scores(tiny_dir, data, tmp_pa
     state = train(config(tiny_dir, data, tmp_path, steps=2), progress=False)
     scorer = RewardModelVerifier(state.model, state.tokenizer)
     (pair,) = read_pairs(write_jsonl(tmp_path / "one.jsonl", pair_rows(1)), scorer.codec)
-    assert (pair.chosen, pair.chosen_end) == encode_conversation(scorer.codec, Task("what is 0 + 1?").messages(), "The answer is 1.")
+    task = Task("what is 0 + 1?")
+    assert (pair.chosen, pair.chosen_end) == encode_conversation(scorer.codec, task.messages(), "The answer is 1.")
     with torch.no_grad():
         r_chosen, r_rejected = rm.pair_rewards(state, [pair])
-    task = Task("what is 0 + 1?")
     assert float(r_chosen) == pytest.approx(scorer("The answer is 1.", task).reward, abs=1e-5)
     assert float(r_rejected) == pytest.approx(scorer("no idea", task).reward, abs=1e-5)
 

@@ -93,9 +93,8 @@ def test_an_env_completion_is_scored_on_the_policys_exact_tokens(rm_dir, eos_pad
 def test_a_cut_action_gets_the_end_of_turn_token_before_it_is_scored(verifier, eos_pad_tok):
     prompt = verifier.codec.encode(TASK.messages(), add_generation_prompt=True)
     action = eos_pad_tok("4", add_special_tokens=False)["input_ids"]  # no EOS: cut by max_new_tokens
-    cut = Completion(
-        "4", tokens=[*prompt, *action], action_start=len(prompt), messages=TASK.messages(), codec_key=verifier.codec.codec_key
-    )
+    key = verifier.codec.codec_key
+    cut = Completion("4", tokens=[*prompt, *action], action_start=len(prompt), messages=TASK.messages(), codec_key=key)
     ids, end, how = verifier.encode(cut, TASK)
     assert how == "policy_tokens" and ids == [*prompt, *action, eos_pad_tok.eos_token_id] and end == len(ids) - 1
     assert verifier(cut, TASK).reward == pytest.approx(head_at(verifier, ids, end), abs=1e-5)
@@ -105,7 +104,8 @@ def test_tokens_from_another_codec_are_re_rendered_through_the_reward_models_tem
     other = ChatCodec(tok_no_template)
     assert other.codec_key != verifier.codec.codec_key
     prompt = other.encode(TASK.messages(), add_generation_prompt=True)
-    foreign = Completion("4", tokens=prompt, action_start=len(prompt), messages=TASK.messages(), codec_key=other.codec_key)
+    messages, key = TASK.messages(), other.codec_key
+    foreign = Completion("4", tokens=prompt, action_start=len(prompt), messages=messages, codec_key=key)
     verdict = verifier(foreign, TASK)
     assert verdict.details["encoding"] == "rendered"
     assert verdict.reward == pytest.approx(verifier("4", TASK).reward, abs=1e-5)
