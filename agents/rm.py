@@ -250,5 +250,12 @@ def _status(metrics: dict[str, Any]) -> str:
 def train(config: RMConfig, *, progress: bool = True) -> RMState:
     """Train a reward model on `config.data` (see the module doc); the state after the last step."""
     return trainer.train(
-        config, build, train_step, name="RM", status=_status, progress=progress, plot_key="loss", subject=config.data
+        config,
+        build,
+        train_step,
+        name="RM",
+        status=_status,
+        progress=progress,
+        plot_key="margin_mean",
+        subject=config.data,
     )

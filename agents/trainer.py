@@ -353,8 +353,9 @@ def fit(
 ) -> None:
     """Steps from the resume point to `config.steps`: metrics, progress, checkpoints, final export, plot.
 
-    The plot draws `plot_key` (to reward.png for the reward, else `<plot_key>.png`) titled with the
-    learner's `name` and `subject` (the task by default; an offline learner names its data).
+    reward.png draws `plot_key` (the mean episode reward by default; a reward model's chosen-minus-
+    rejected margin) titled with the learner's `name` and `subject` (the task by default; an offline
+    learner names its data).
     """
     from rich.console import Console  # noqa: PLC0415 - rich's progress is only needed by the loop
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
@@ -401,8 +402,7 @@ def fit(
                 checkpoint()
     if not state.interrupted and config.save_final:
         console.print(f"final export: {export_final(out, model=state.model, tokenizer=state.tokenizer).describe()}")
-    filename = "reward.png" if plot_key == "reward_mean" else f"{plot_key}.png"
-    log.plot(key=plot_key, filename=filename, title=f"{name} on {subject or config.task} ({config.model})")
+    log.plot(key=plot_key, title=f"{name} on {subject or config.task} ({config.model})")
     log.close()
 
 

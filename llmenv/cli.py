@@ -144,7 +144,7 @@ def _resume_command(learner: str, config: Any) -> str:
     return shlex.join(["llmenv", "train", learner, *to_flags(dataclasses.replace(config, resume=True))])
 
 
-def _train(learner: str, config: Any, train: Callable[[Any], Any], *, plot: str = "reward.png") -> int:
+def _train(learner: str, config: Any, train: Callable[[Any], Any]) -> int:
     """Run a learner's `train(config)` and report where the metrics, plot and weights are (130 when interrupted)."""
     if hasattr(config, "task"):
         llmenv.registry.spec(config.task)
@@ -154,7 +154,7 @@ def _train(learner: str, config: Any, train: Callable[[Any], Any], *, plot: str 
         console.print(f"stopped at step {state.step}/{config.steps}; continue with: {_resume_command(learner, config)}")
         return 130
     final = f"  weights: {out}/final" if config.save_final else ""
-    console.print(f"metrics: {out}/metrics.jsonl  plot: {out}/{plot}{final}")
+    console.print(f"metrics: {out}/metrics.jsonl  plot: {out}/reward.png{final}")
     return 0
 
 
@@ -170,7 +170,7 @@ def cmd_train_ppo(args: argparse.Namespace) -> int:
 
 def cmd_train_rm(args: argparse.Namespace) -> int:
     """Train a Bradley-Terry reward model on preference pairs."""
-    return _train("rm", config_from_args(RMConfig, args), rm.train, plot="loss.png")
+    return _train("rm", config_from_args(RMConfig, args), rm.train)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

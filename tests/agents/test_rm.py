@@ -77,7 +77,7 @@ def test_a_tiny_reward_model_learns_the_pairs_and_scores_them_as_a_verifier(tiny
     held = [r for r in logged if "eval_accuracy" in r]
     assert held and held[-1]["step"] == 12 and held[-1]["eval_accuracy"] == 1.0  # 4 held-out pairs
     assert len(state.eval_pairs) == 4 and len(state.train_pairs) == 36
-    assert (tmp_path / "loss.png").exists()
+    assert (tmp_path / "reward.png").exists()  # the reward margin over steps
     scorer = RewardModelVerifier(str(tmp_path / "final"))
     after = scorer.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -195,5 +195,5 @@ def test_cli_trains_and_reports_the_plot_and_weights(tiny_dir, data, tmp_path):
         timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"plot: {tmp_path}/loss.png" in proc.stdout and (tmp_path / "final" / "config.json").exists()
+    assert f"plot: {tmp_path}/reward.png" in proc.stdout and (tmp_path / "final" / "config.json").exists()
     assert [r["step"] for r in rows(tmp_path)] == [1, 2]
