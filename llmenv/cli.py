@@ -3,7 +3,8 @@
 `llmenv tasks` lists registered ids; `llmenv rollout --task ID --model M` plays episodes and reports
 mean reward and accuracy (optionally writing every episode, `Episode.to_json`, to JSONL); `llmenv
 eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains a policy on a task and
-`llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs; `llmenv demo` trains the
+`llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs, which `llmenv pairs` makes
+from a task (sampled completions, solved vs unsolved); `llmenv demo` trains the
 embedded SmolLM2-135M-Instruct on `llmenv/arith-demo-v0` and measures before and after. This module
 parses arguments and prints; the loops live in `llmenv.agents`. Errors llmenv raises on purpose are
 printed as one line (no traceback), and Ctrl-C ends with one line saying how to continue.
@@ -31,7 +32,7 @@ from llmenv.agents.config import add_config_flags, config_from_args, parse_param
 from llmenv.agents.grpo import GRPOConfig
 from llmenv.agents.ppo import PPOConfig
 from llmenv.agents.rm import RMConfig
-from llmenv.errors import LLMEnvError
+from llmenv.errors import ConfigError, LLMEnvError
 
 console = Console()
 
@@ -104,6 +105,44 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(e.to_json()) + "\n" for e in episodes)
         console.print(f"wrote {len(episodes)} episodes to {args.out}")
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    """Sample completions of a task, pair solved with unsolved ones per prompt and write them as JSONL."""
+    from rich.progress import Progress
+
+    from llmenv.agents.evaluate import play
+    from llmenv.agents.pairs import pairs_from_episodes
+    from llmenv.agents.policy import HFPolicy, SamplingParams
+
+    if args.samples < 2:
+        raise ConfigError(f"--samples must be >= 2 to make pairs, got {args.samples}")
+    params = parse_params(args.param)
+    threshold = llmenv.registry.spec(args.task).pass_threshold  # an unknown task fails before the model loads
+    tokenizer, model = _load(args.model)
+    policy = HFPolicy(model, tokenizer, batch_size=args.batch_size)
+    sampling = SamplingParams(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task(f"sampling {args.task}", total=args.n * args.samples)
+        episodes = play(
+            args.task,
+            policy,
+            tokenizer,
+            n=args.n,
+            samples=args.samples,
+            sampling=sampling,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            task_params=params,
+            on_batch=lambda done: progress.update(bar, completed=done),
+        )
+    rows, stats = pairs_from_episodes(episodes, args.samples, threshold=threshold, max_per_prompt=args.max_per_prompt)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
+    console.print(f"wrote {escape(stats.describe())} to {escape(args.out)}")
     return 0
 
 
@@ -282,6 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=_positive_int, default=1, help="completions per task (at least k)")
     ev.add_argument("--temperature", type=float, default=None, help="default: 0 for one sample, else 1")
     ev.set_defaults(func=cmd_eval)
+
+    pa = sub.add_parser("pairs", help="preference pairs from a task (solved vs unsolved)", formatter_class=defaults)
+    add_generation_args(pa, 64)
+    pa.add_argument("--samples", type=_positive_int, default=4, help="completions sampled per prompt (>= 2)")
+    pa.add_argument("--temperature", type=float, default=1.0)
+    pa.add_argument("--top-p", type=float, default=1.0)
+    pa.add_argument("--seed", type=int, default=0, help="first env seed, and the sampling seed")
+    pa.add_argument("--max-per-prompt", type=_positive_int, default=4, help="pairs kept per prompt")
+    pa.add_argument("--out", required=True, help="JSONL file of pairs (llmenv train rm --data reads it)")
+    pa.set_defaults(func=cmd_pairs)
 
     train = sub.add_parser("train", help="train a policy on a task, or a reward model on pairs")
     learners = train.add_subparsers(dest="learner", required=True)
