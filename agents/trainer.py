@@ -41,7 +41,7 @@ from llmenv.agents.policy import HFPolicy, SamplingParams
 from llmenv.agents.rollout import RolloutBatch, rollout, to_batch
 from llmenv.agents.runlog import RunLog
 from llmenv.errors import CheckpointError, ConfigError
-from llmenv.models import load_model, load_tokenizer
+from llmenv.models import load_model, load_reward_model, load_tokenizer
 from llmenv.vector import VectorLLMEnv
 
 TRAIN_SEED_STRIDE = 10**8
@@ -49,21 +49,14 @@ TRAIN_SEED_STRIDE = 10**8
 
 
 @dataclass
-class LearnerConfig:
-    """The fields every online learner takes, with the same flag and meaning in each; learners add their own."""
+class RunConfig:
+    """The fields every learner takes, online or offline (`--data`), with the same flag and meaning in each."""
 
-    task: str = option("llmenv/arith-v0", "Registered task id (llmenv tasks lists them).")
     model: str = option("smollm2-135m", "Model to train: local path, hub id or smollm2-135m.")
-    task_params: dict[str, Any] = option({}, "Task parameter passed to the environment")
-    steps: int = option(20, "Optimisation steps (one rollout each).", **at_least(1))
-    prompts_per_step: int = option(4, "Distinct tasks per step.", **at_least(1))
-    group_size: int = option(1, "Completions per task.", **at_least(1))
-    max_new_tokens: int = option(64, "Generation budget per policy turn.", **at_least(1))
-    temperature: float = option(1.0, "Sampling temperature of rollouts.", **above(0))
-    top_p: float = option(1.0, "Nucleus sampling mass of rollouts.", check=lambda p: 0 < p <= 1, expects="in (0, 1]")
+    steps: int = option(20, "Optimisation steps (online learners: one rollout each).", **at_least(1))
     lr: float = option(1e-6, "AdamW learning rate.", **above(0))
     weight_decay: float = option(0.0, "AdamW weight decay.", **at_least(0))
-    seed: int = option(0, "Seeds model init order, rollouts and task draws.", **at_least(0))
+    seed: int = option(0, "Seeds model init, data order, rollouts and task draws.", **at_least(0))
     out: str = option("runs/train", "Folder for metrics.jsonl, reward.png, TensorBoard events and checkpoints.")
     resume: bool = option(False, "Continue from out/checkpoint (weights, optimizer, RNG, step).")
     save_every: int = option(
@@ -91,16 +84,27 @@ class LearnerConfig:
         check_config(self)
 
 
+@dataclass
+class LearnerConfig(RunConfig):
+    """The fields every online learner takes (a task to roll out), with the same flag and meaning in each."""
+
+    task: str = option("llmenv/arith-v0", "Registered task id (llmenv tasks lists them).")
+    task_params: dict[str, Any] = option({}, "Task parameter passed to the environment")
+    prompts_per_step: int = option(4, "Distinct tasks per step.", **at_least(1))
+    group_size: int = option(1, "Completions per task.", **at_least(1))
+    max_new_tokens: int = option(64, "Generation budget per policy turn.", **at_least(1))
+    temperature: float = option(1.0, "Sampling temperature of rollouts.", **above(0))
+    top_p: float = option(1.0, "Nucleus sampling mass of rollouts.", check=lambda p: 0 < p <= 1, expects="in (0, 1]")
+
+
 @dataclass(kw_only=True)
-class LearnerState:
-    """What the shared loop carries between steps; a learner's state adds its own fields."""
+class RunState:
+    """What the shared loop carries between steps of any learner; a learner's state adds its own fields."""
 
     config: Any
     model: Any
     tokenizer: Any
-    policy: HFPolicy
     optimizer: torch.optim.Optimizer
-    env: VectorLLMEnv
     device: torch.device
     extra_state: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Objects with `state_dict`/`load_state_dict` a checkpoint carries besides the policy and its optimizer."""
@@ -111,8 +115,16 @@ class LearnerState:
     """The run stopped early on Ctrl-C (after saving a checkpoint)."""
 
 
-_State = TypeVar("_State", bound=LearnerState)
-_Config = TypeVar("_Config", bound=LearnerConfig)
+@dataclass(kw_only=True)
+class LearnerState(RunState):
+    """An online learner's state: the run's plus the policy it samples with and the environment it steps."""
+
+    policy: HFPolicy
+    env: VectorLLMEnv
+
+
+_State = TypeVar("_State", bound=RunState)
+_Config = TypeVar("_Config", bound=RunConfig)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -187,13 +199,24 @@ def resume_point(out: str | Path, resume: bool) -> Path | None:
     return found
 
 
-def load_trainable(config: LearnerConfig, device: torch.device, model: str | None = None) -> Any:
-    """The model that learns (`config.model`, or `model`): LoRA-wrapped when asked, weights owned, checkpointing on."""
-    loaded: Any = load_model(model or config.model, device=device)
+def load_trainable(
+    config: RunConfig, device: torch.device, model: str | None = None, *, scalar_head: bool = False
+) -> Any:
+    """The model that learns (`config.model`, or `model`): LoRA-wrapped when asked, weights owned, checkpointing on.
+
+    `scalar_head` loads it as a one-output sequence-classification model (a reward model or a critic
+    with transformers' own head, `load_reward_model`); under LoRA that head trains in full.
+    """
+    loaded: Any = (load_reward_model if scalar_head else load_model)(model or config.model, device=device)
     if config.lora_rank > 0:
         from peft import LoraConfig, get_peft_model  # noqa: PLC0415 - peft is optional (LoRA runs only)
 
-        lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear")
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=2 * config.lora_rank,
+            target_modules="all-linear",
+            task_type="SEQ_CLS" if scalar_head else None,  # SEQ_CLS keeps the new head trainable
+        )
         loaded = get_peft_model(loaded, lora)
     if config.gradient_checkpointing:
         loaded.gradient_checkpointing_enable()
@@ -206,11 +229,23 @@ def load_frozen(model: str, device: torch.device) -> Any:
     return load_model(model, device=device).eval().requires_grad_(False)
 
 
+def start_run(config: RunConfig) -> tuple[torch.device, Path | None]:
+    """The run's device and resume checkpoint, checked before anything loads (a missing one fails fast); seeds torch."""
+    device = resolve_device(config.device)
+    resume_from = resume_point(config.out, config.resume)
+    torch.manual_seed(config.seed)
+    return device, resume_from
+
+
+def load_learner(config: RunConfig, device: torch.device, *, scalar_head: bool = False) -> tuple[Any, Any]:
+    """The model that learns (see `load_trainable`) and its fused AdamW."""
+    model = load_trainable(config, device, scalar_head=scalar_head)
+    return model, adamw(trainable(model), lr=config.lr, weight_decay=config.weight_decay, device=device)
+
+
 def setup(config: LearnerConfig) -> LearnerState:
     """Check the device and resume checkpoint, then load the env (verifiers booting), the model and its optimizer."""
-    device = resolve_device(config.device)
-    resume_from = resume_point(config.out, config.resume)  # before the model loads: a missing one fails in ms
-    torch.manual_seed(config.seed)
+    device, resume_from = start_run(config)
     tokenizer = load_tokenizer(config.model)
     env = VectorLLMEnv(
         config.task,
@@ -221,8 +256,7 @@ def setup(config: LearnerConfig) -> LearnerState:
         **config.task_params,
     )
     env.prestart()  # verifier workers boot while the model loads
-    model = load_trainable(config, device)
-    optimizer = adamw(trainable(model), lr=config.lr, weight_decay=config.weight_decay, device=device)
+    model, optimizer = load_learner(config, device)
     return LearnerState(
         config=config,
         model=model,
@@ -294,12 +328,16 @@ def train(
     name: str,
     status: Callable[[dict[str, Any]], str],
     progress: bool = True,
+    plot_key: str = "reward_mean",
+    subject: str | None = None,
 ) -> _State:
     """Build a learner's state with the collector paused, then `fit` it with everything loaded frozen."""
     with gc_control.paused():  # loading allocates ~10^5 long-lived objects; collecting mid-load finds no garbage
         state = build(config)
     with gc_control.frozen(), reuse_freed_memory():  # no gc walks over the loaded objects; no page faults
-        fit(state, step, name=name, status=status, progress=progress)  # for memory the last step freed
+        fit(  # for memory the last step freed
+            state, step, name=name, status=status, progress=progress, plot_key=plot_key, subject=subject
+        )
     return state
 
 
@@ -310,8 +348,15 @@ def fit(
     name: str,
     status: Callable[[dict[str, Any]], str],
     progress: bool = True,
+    plot_key: str = "reward_mean",
+    subject: str | None = None,
 ) -> None:
-    """Steps from the resume point to `config.steps`: metrics, progress, checkpoints, final export, plot."""
+    """Steps from the resume point to `config.steps`: metrics, progress, checkpoints, final export, plot.
+
+    reward.png draws `plot_key` (the mean episode reward by default; a reward model's chosen-minus-
+    rejected margin) titled with the learner's `name` and `subject` (the task by default; an offline
+    learner names its data).
+    """
     from rich.console import Console  # noqa: PLC0415 - rich's progress is only needed by the loop
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
 
@@ -357,7 +402,7 @@ def fit(
                 checkpoint()
     if not state.interrupted and config.save_final:
         console.print(f"final export: {export_final(out, model=state.model, tokenizer=state.tokenizer).describe()}")
-    log.plot(title=f"{name} on {config.task} ({config.model})")
+    log.plot(key=plot_key, title=f"{name} on {subject or config.task} ({config.model})")
     log.close()
 
 

@@ -13,6 +13,8 @@ the policy's turn (`continuation`). Policy tokens are only ever decoded, never r
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import weakref
 from collections.abc import Sequence
@@ -65,6 +67,22 @@ class ChatCodec:
             {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}, key=len
         )
         self.stop_token_ids = self._find_stop_tokens()
+
+    @functools.cached_property
+    def codec_key(self) -> str:
+        """A digest of what turns messages into ids here (vocabulary, special tokens, template, tools).
+
+        Two codecs with the same key render and encode identically, so a model behind one can read
+        token ids made by the other as they are (a reward model scoring a policy's exact tokens).
+        """
+        vocab: dict[str, int] = self.tokenizer.get_vocab()
+        parts = {
+            "vocab": sorted(vocab.items(), key=lambda item: item[1]),
+            "special": {name: str(value) for name, value in self.tokenizer.special_tokens_map.items()},
+            "template": self.chat_template,
+            "tools": self.tools,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     # -- text <-> ids -------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 `llmenv tasks` lists registered ids; `llmenv rollout --task ID --model M` plays episodes and reports
 mean reward and accuracy (optionally writing every episode, `Episode.to_json`, to JSONL); `llmenv
-eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains; `llmenv demo` trains the
+eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains a policy on a task and
+`llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs, which `llmenv pairs` makes
+from a task (sampled completions, solved vs unsolved); `llmenv demo` trains the
 embedded SmolLM2-135M-Instruct on `llmenv/arith-demo-v0` and measures before and after. This module
 parses arguments and prints; the loops live in `llmenv.agents`. Errors llmenv raises on purpose are
 printed as one line (no traceback), and Ctrl-C ends with one line saying how to continue.
@@ -25,11 +27,12 @@ from rich.markup import escape
 from rich.table import Table
 
 import llmenv
-from llmenv.agents import grpo, ppo
+from llmenv.agents import grpo, ppo, rm
 from llmenv.agents.config import add_config_flags, config_from_args, parse_params, to_flags
 from llmenv.agents.grpo import GRPOConfig
 from llmenv.agents.ppo import PPOConfig
-from llmenv.errors import LLMEnvError
+from llmenv.agents.rm import RMConfig
+from llmenv.errors import ConfigError, LLMEnvError
 
 console = Console()
 
@@ -105,6 +108,44 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pairs(args: argparse.Namespace) -> int:
+    """Sample completions of a task, pair solved with unsolved ones per prompt and write them as JSONL."""
+    from rich.progress import Progress
+
+    from llmenv.agents.evaluate import play
+    from llmenv.agents.pairs import pairs_from_episodes
+    from llmenv.agents.policy import HFPolicy, SamplingParams
+
+    if args.samples < 2:
+        raise ConfigError(f"--samples must be >= 2 to make pairs, got {args.samples}")
+    params = parse_params(args.param)
+    threshold = llmenv.registry.spec(args.task).pass_threshold  # an unknown task fails before the model loads
+    tokenizer, model = _load(args.model)
+    policy = HFPolicy(model, tokenizer, batch_size=args.batch_size)
+    sampling = SamplingParams(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task(f"sampling {args.task}", total=args.n * args.samples)
+        episodes = play(
+            args.task,
+            policy,
+            tokenizer,
+            n=args.n,
+            samples=args.samples,
+            sampling=sampling,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            task_params=params,
+            on_batch=lambda done: progress.update(bar, completed=done),
+        )
+    rows, stats = pairs_from_episodes(episodes, args.samples, threshold=threshold, max_per_prompt=args.max_per_prompt)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
+    console.print(f"wrote {escape(stats.describe())} to {escape(args.out)}")
+    return 0
+
+
 def _eval_line(result: Any) -> str:
     line = f"{result.task}: {result.tasks} tasks x {result.samples} samples  mean reward {result.mean_reward:.3f}  "
     line += f"pass@1 {result.pass_at_1:.3f}" + "".join(
@@ -144,7 +185,8 @@ def _resume_command(learner: str, config: Any) -> str:
 
 def _train(learner: str, config: Any, train: Callable[[Any], Any]) -> int:
     """Run a learner's `train(config)` and report where the metrics, plot and weights are (130 when interrupted)."""
-    llmenv.registry.spec(config.task)
+    if hasattr(config, "task"):
+        llmenv.registry.spec(config.task)
     state = train(config)
     out = config.out
     if state.interrupted:
@@ -163,6 +205,11 @@ def cmd_train_grpo(args: argparse.Namespace) -> int:
 def cmd_train_ppo(args: argparse.Namespace) -> int:
     """Train with PPO (a critic, GAE over policy tokens)."""
     return _train("ppo", config_from_args(PPOConfig, args), ppo.train)
+
+
+def cmd_train_rm(args: argparse.Namespace) -> int:
+    """Train a Bradley-Terry reward model on preference pairs."""
+    return _train("rm", config_from_args(RMConfig, args), rm.train)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -275,7 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=None, help="default: 0 for one sample, else 1")
     ev.set_defaults(func=cmd_eval)
 
-    train = sub.add_parser("train", help="train a policy on a task")
+    pa = sub.add_parser("pairs", help="preference pairs from a task (solved vs unsolved)", formatter_class=defaults)
+    add_generation_args(pa, 64)
+    pa.add_argument("--samples", type=_positive_int, default=4, help="completions sampled per prompt (>= 2)")
+    pa.add_argument("--temperature", type=float, default=1.0)
+    pa.add_argument("--top-p", type=float, default=1.0)
+    pa.add_argument("--seed", type=int, default=0, help="first env seed, and the sampling seed")
+    pa.add_argument("--max-per-prompt", type=_positive_int, default=4, help="pairs kept per prompt")
+    pa.add_argument("--out", required=True, help="JSONL file of pairs (llmenv train rm --data reads it)")
+    pa.set_defaults(func=cmd_pairs)
+
+    train = sub.add_parser("train", help="train a policy on a task, or a reward model on pairs")
     learners = train.add_subparsers(dest="learner", required=True)
     grpo_flags = learners.add_parser("grpo", help="group-relative policy optimisation", description=GRPOConfig.__doc__)
     add_config_flags(grpo_flags, GRPOConfig)
@@ -284,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     ppo_flags.description = PPOConfig.__doc__
     add_config_flags(ppo_flags, PPOConfig)
     ppo_flags.set_defaults(func=cmd_train_ppo)
+    rm_flags = learners.add_parser("rm", help="Bradley-Terry reward model on preference pairs (--data FILE)")
+    rm_flags.description = RMConfig.__doc__
+    add_config_flags(rm_flags, RMConfig)
+    rm_flags.set_defaults(func=cmd_train_rm)
 
     demo = sub.add_parser(
         "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults

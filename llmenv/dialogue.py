@@ -113,7 +113,6 @@ class DialogueEnv(LLMEnv):
         self.max_turns = max_turns
         self.max_context_tokens = max_context_tokens
         self.verify_every_turn = verify_every_turn
-        self._messages: list[Message] = []
         self._turn = 0
         self._state: dict[str, Any] = {}
 
@@ -122,7 +121,6 @@ class DialogueEnv(LLMEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start a conversation with the task's prompt."""
         obs, info = super().reset(seed=seed, options=options)
-        self._messages = list(info["messages"])
         self._turn = 0
         self._state = {}
         return obs, info

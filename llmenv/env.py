@@ -20,7 +20,7 @@ from gymnasium import spaces
 from llmenv.chat import shared_codec
 from llmenv.errors import InvalidActionError, ResetNeededError, TaskConfigError
 from llmenv.sources import TaskSource, as_source
-from llmenv.types import Message, Task, Trajectory, Turn, Verdict
+from llmenv.types import Completion, Message, Task, Trajectory, Turn, Verdict
 from llmenv.verifiers.base import VerifierFn, call_verifier
 
 
@@ -172,6 +172,8 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_space = token_space(self.codec.vocab_size)  # type: ignore[assignment]
         self.task: Task | None = None
         self._episode: TokenEpisode | None = None
+        self._messages: list[Message] = []
+        """The conversation so far as messages (a multi-turn env extends it each turn)."""
         self._done = True
 
     @property
@@ -190,6 +192,7 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         messages = self.prompt_messages(self.task)
         text, obs = self.codec.render_and_encode(messages)
         self._episode = TokenEpisode(obs)
+        self._messages = list(messages)
         self._done = False
         return obs, {"task_id": self.task_id, "task": self.task, "messages": messages, "text": text}
 
@@ -216,7 +219,14 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         else:
             action_tokens = validate_action(action, self.codec.vocab_size)
         finished = bool(len(action_tokens)) and int(action_tokens[-1]) in self.codec.stop_token_ids
-        return PendingStep(action_tokens, self.codec.decode(action_tokens), finished, needs_verdict=True)
+        completion = Completion(
+            self.codec.decode(action_tokens),
+            tokens=np.concatenate([self._episode.tokens(), action_tokens]),
+            action_start=self._episode.length,
+            messages=self._messages,
+            codec_key=self.codec.codec_key,
+        )
+        return PendingStep(action_tokens, completion, finished, needs_verdict=True)
 
     def verify(self, completion: str) -> Verdict:
         """The verifier's Verdict on `completion` for the current task (never raises for verifier bugs)."""

@@ -67,6 +67,10 @@ class ConfigError(LLMEnvError, ValueError):
     """A learner's or command's configuration cannot work (out-of-range value, unknown choice, no CUDA)."""
 
 
+class DataError(ConfigError):
+    """A learner's `--data` file or one of its rows does not have the expected form (says where and what)."""
+
+
 class CheckpointError(LLMEnvError, RuntimeError):
     """A checkpoint to resume from is missing, incomplete or does not match the model."""
 

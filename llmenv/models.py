@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
@@ -48,6 +50,7 @@ __all__ = [
     "EMBEDDED_MODEL_NAMES",
     "cache_root",
     "load_model",
+    "load_reward_model",
     "load_tokenizer",
     "resolve_model_dir",
     "tiny_llama",
@@ -122,6 +125,42 @@ def load_model(
     else:
         model = _from_hub(AutoModelForCausalLM.from_pretrained, source, dtype=dtype)
     # transformers wraps `to` in functools.wraps, which mypy does not bind as a method
+    return model.to(device).eval()  # type: ignore[arg-type]
+
+
+def load_reward_model(
+    spec: str | os.PathLike[str] | PreTrainedModel,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> PreTrainedModel:
+    """A one-output sequence-classification model (a reward model) in eval mode.
+
+    A saved sequence-classification model loads as it is (it must have one output); a causal LM
+    (a folder, a Hub id or `smollm2-135m`) loads as its architecture's `...ForSequenceClassification`
+    with a new scalar head drawn from torch's global RNG (seed it first) and its LM head dropped.
+    """
+    if isinstance(spec, PreTrainedModel):
+        model = spec
+    else:
+        source = _locate(spec)
+        read_config, load = AutoConfig.from_pretrained, AutoModelForSequenceClassification.from_pretrained
+        if isinstance(source, Path):
+            config = _from_local(read_config, source, what="model config")
+        else:
+            config = _from_hub(read_config, source)
+        classifier = any(name.endswith("ForSequenceClassification") for name in config.architectures or ())
+        kwargs: dict[str, Any] = {"dtype": dtype} if classifier else {"dtype": dtype, "num_labels": 1}
+        if isinstance(source, Path):
+            model = _from_local(load, source, what="model", **kwargs)
+        else:
+            model = _from_hub(load, source, **kwargs)
+    if model.config.num_labels != 1:
+        raise ModelNotFoundError(
+            f"{type(model).__name__} has {model.config.num_labels} outputs; a reward model has one (num_labels=1)"
+        )
+    if model.config.pad_token_id is None:  # transformers refuses batches without one; llmenv pools explicitly
+        model.config.pad_token_id = model.config.eos_token_id
     return model.to(device).eval()  # type: ignore[arg-type]
 
 

@@ -157,6 +157,53 @@ class Verdict:
         return cls(reward=0.0, passed=None, parts={name: 0.0}, details=details or {}, error=error)
 
 
+class Completion(str):
+    """A policy turn's text as an environment hands it to its verifier, with the exact tokens it came from.
+
+    It is a `str` (every verifier that reads text works unchanged); verifiers that read tokens (a
+    reward model that shares the policy's tokenizer) find the episode here instead of re-encoding it:
+
+    - `tokens`: the episode's tokens up to and including this action (prompt, earlier turns, env
+      tokens, then the action), int64, read-only;
+    - `action_start`: where the action starts in `tokens`;
+    - `messages`: the conversation before this action (system prompt included), as the policy saw it;
+    - `codec_key`: identifies the tokenizer, chat template and tools that made `tokens`
+      (`ChatCodec.codec_key`); tokens are only meaningful to a model whose codec has the same key.
+
+    A verifier called directly with a plain `str` gets none of these and reads the text.
+    """
+
+    tokens: np.ndarray
+    action_start: int
+    messages: tuple[Message, ...]
+    codec_key: str
+
+    def __new__(
+        cls, text: str, *, tokens: np.ndarray, action_start: int, messages: Sequence[Message], codec_key: str
+    ) -> Completion:
+        """`text` carrying its episode tokens (copied read-only), action start, prior messages and codec key."""
+        self = super().__new__(cls, text)
+        held = np.array(tokens, dtype=np.int64)
+        held.flags.writeable = False
+        self.tokens, self.action_start = held, int(action_start)
+        self.messages, self.codec_key = tuple(messages), codec_key
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _completion, (str(self), self.tokens, self.action_start, self.messages, self.codec_key)
+
+    @property
+    def action_tokens(self) -> np.ndarray:
+        """The action's own token ids."""
+        return self.tokens[self.action_start :]
+
+
+def _completion(
+    text: str, tokens: np.ndarray, action_start: int, messages: Sequence[Message], codec_key: str
+) -> Completion:
+    return Completion(text, tokens=tokens, action_start=action_start, messages=messages, codec_key=codec_key)
+
+
 @dataclass(frozen=True)
 class Turn:
     """One span of a trajectory: who produced tokens `[start, end)` and the turn's reward."""

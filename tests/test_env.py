@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 import gymnasium as gym
@@ -11,9 +12,10 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import llmenv
+from llmenv.chat import ChatCodec
 from llmenv.env import LLMEnv
 from llmenv.errors import InvalidActionError, ResetNeededError, TaskConfigError
-from llmenv.types import Task, Verdict
+from llmenv.types import Completion, Task, Verdict
 
 TASKS = [Task("What is 2+2?", answer="4"), Task("What is 3*3?", answer="9"), Task("Name a prime.", answer="2")]
 
@@ -173,3 +175,18 @@ def test_gymnasium_make_and_llmenv_make_agree(tok):
     assert oa.tolist() == ob.tolist() and ia["task"] == ib["task"]
     _, reward, *_ = a.step(f"\\boxed{{{ia['task'].answer}}}")
     assert reward == 1.0
+
+
+def test_the_env_hands_its_verifier_a_completion_with_the_policys_tokens(tok):
+    seen = []
+    env = LLMEnv([Task("2+2?", answer="4")], lambda c, t: seen.append(c) or 1.0, tok, system_prompt="Be brief.")
+    prompt, _ = env.reset(seed=0)
+    action = [*tok("4", add_special_tokens=False)["input_ids"], tok.eos_token_id]
+    env.step(np.array(action))
+    (done,) = seen
+    assert isinstance(done, Completion) and done == "4"
+    assert done.tokens.tolist() == [*prompt.tolist(), *action] and done.action_start == len(prompt)
+    assert [m["role"] for m in done.messages] == ["system", "user"] and done.messages[0]["content"] == "Be brief."
+    other = copy.deepcopy(tok)
+    other.chat_template = tok.chat_template.replace("<|im_start|>", "<|im_start|> ")
+    assert done.codec_key == ChatCodec(copy.deepcopy(tok)).codec_key != ChatCodec(other).codec_key

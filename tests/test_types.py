@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
 
-from llmenv.types import Task, Trajectory, Turn, Verdict
+from llmenv.types import Completion, Task, Trajectory, Turn, Verdict
 
 
 def test_task_prompt_string_becomes_one_user_message_and_system_is_prepended():
@@ -88,3 +89,18 @@ def test_pass_rule_of_verdicts_without_passed():
     assert Verdict(1.0).passes() and not Verdict(0.99).passes()
     assert Verdict(0.5).passes(threshold=0.5) and not Verdict(1.0, passed=False).passes()
     assert not Verdict.failure("crashed").passes(threshold=0.0)  # an error never passes
+
+
+def test_a_completion_is_its_text_plus_the_exact_episode_tokens():
+    messages = [{"role": "user", "content": "2+2?"}]
+    tokens = np.array([5, 6, 7, 8, 9])
+    done = Completion("4", tokens=tokens, action_start=3, messages=messages, codec_key="k")
+    tokens[0] = 99  # the completion holds its own copy
+    assert done == "4" and isinstance(done, str) and done.strip() == "4"
+    assert done.tokens.tolist() == [5, 6, 7, 8, 9] and done.action_tokens.tolist() == [8, 9]
+    assert done.tokens.dtype == np.int64 and not done.tokens.flags.writeable
+    with pytest.raises(ValueError):
+        done.tokens[0] = 1
+    again = pickle.loads(pickle.dumps(done))  # verifiers may run in another process
+    assert isinstance(again, Completion) and again == "4" and again.tokens.tolist() == done.tokens.tolist()
+    assert (again.action_start, again.messages, again.codec_key) == (3, tuple(messages), "k")

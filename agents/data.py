@@ -1,0 +1,79 @@
+"""Rows of an offline learner's `--data`: a JSONL file (one object per line) or a folder saved by `datasets`.
+
+Every offline learner (reward model now; DPO, KTO, SFT and PRM later) reads its data through
+`read_rows`, so the formats DESIGN.md names are accepted the same way everywhere and a bad row is
+reported with where it is (`FILE line N` or `DIR row N`) and what was expected. `prompt_messages`
+turns a row's prompt (a string or a list of `{role, content}` messages) into messages. This module
+reads and checks; it never tokenises.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from llmenv.errors import DataError
+from llmenv.types import Message
+
+__all__ = ["completion_text", "prompt_messages", "read_rows"]
+
+
+def read_rows(path: str | Path, expects: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`(where, row)` for each row of a JSONL file or a `datasets.save_to_disk` folder (its 'train' split)."""
+    source = Path(path).expanduser()
+    if source.is_dir():
+        yield from _dataset_rows(source, expects)
+        return
+    if not source.is_file():
+        raise DataError(f"--data {path}: no such file or folder; expected a JSONL file of {expects}")
+    with source.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{path} line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: not JSON ({exc.msg}); expected one object per line: {expects}") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: a JSON {type(row).__name__}, expected an object: {expects}")
+            yield where, row
+
+
+def _dataset_rows(folder: Path, expects: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    import datasets  # noqa: PLC0415 - heavy; only folders need it
+
+    try:
+        loaded = datasets.load_from_disk(str(folder))
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataError(f"--data {folder}: not a folder written by datasets' save_to_disk ({exc})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if "train" not in loaded:
+            raise DataError(f"--data {folder}: a DatasetDict without a 'train' split (has {sorted(loaded)})")
+        loaded = loaded["train"]
+    for index, row in enumerate(loaded):
+        yield f"{folder} row {index}", dict(row)
+
+
+def prompt_messages(value: Any, where: str) -> list[Message]:
+    """A row's prompt as messages: a string is one user message; a list must be `{role, content}` messages."""
+    if isinstance(value, str):
+        return [Message(role="user", content=value)]
+    if isinstance(value, list) and value and all(_is_message(m) for m in value):
+        return [Message(role=m["role"], content=m["content"]) for m in value]
+    raise DataError(f"{where}: prompt must be a string or a list of {{role, content}} messages, got {value!r:.80}")
+
+
+def completion_text(value: Any, where: str, key: str) -> str:
+    """A row's completion: a string, or a list holding one assistant message (the conversational form)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and len(value) == 1 and _is_message(value[0]) and value[0]["role"] == "assistant":
+        return str(value[0]["content"])
+    raise DataError(f"{where}: {key} must be a string or [{{role: assistant, content}}], got {value!r:.80}")
+
+
+def _is_message(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("role"), str) and isinstance(value.get("content"), str)
