@@ -135,6 +135,11 @@ def worker_ours(spec: dict) -> dict:
     }
 
 
+def trl_row(pair) -> dict:
+    """A pair as TRL's pre-tokenised row: llmenv's ids, each cut after its scored token."""
+    return {"chosen_ids": pair.chosen[: pair.chosen_end + 1], "rejected_ids": pair.rejected[: pair.rejected_end + 1]}
+
+
 def worker_trl(spec: dict) -> dict:
     """TRL 1.16 `RewardTrainer` on llmenv's exact token ids (pad token `<|endoftext|>`); step times by callback."""
     import torch
@@ -149,7 +154,7 @@ def worker_trl(spec: dict) -> dict:
     from llmenv.chat import ChatCodec
 
     pairs = rm.read_pairs(spec["train"], ChatCodec(tokenizer))
-    rows = [{"chosen_ids": p.chosen[: p.chosen_end + 1], "rejected_ids": p.rejected[: p.rejected_end + 1]} for p in pairs]
+    rows = [trl_row(p) for p in pairs]
     tokenizer.pad_token = "<|endoftext|>"
     model = AutoModelForSequenceClassification.from_pretrained(spec["init"], dtype=torch.float32)
     times: list[float] = []
@@ -169,10 +174,7 @@ def worker_trl(spec: dict) -> dict:
                             max_length=None, dataloader_num_workers=0)  # fmt: skip
         trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                 processing_class=tokenizer, callbacks=[StepTimer()])  # fmt: skip
-        batch = [
-            {"chosen_ids": p.chosen[: p.chosen_end + 1], "rejected_ids": p.rejected[: p.rejected_end + 1]}
-            for p in first_batch(spec, tokenizer)
-        ]
+        batch = [trl_row(p) for p in first_batch(spec, tokenizer)]
         with torch.no_grad():
             trainer.model.train()
             step0 = float(trainer.compute_loss(trainer.model, trainer.data_collator(batch)))
@@ -259,10 +261,12 @@ def table(summary: dict) -> str:
         f"diff {abs(ours['step0_loss'] - trl['step0_loss']):.1e} |",
         f"| TRL with its default pad (= EOS) | | {trl['trl_default_pad_step0_loss']:.6f} | |",
         f"| s/step (median) | {ours['step_s']:.3f} | {trl['step_s']:.3f} | {trl['step_s'] / ours['step_s']:.2f}x |",
-        f"| whole process s (median) | {ours['wall_s']:.1f} | {trl['wall_s']:.1f} | {trl['wall_s'] / ours['wall_s']:.2f}x |",
+        f"| whole process s (median) | {ours['wall_s']:.1f} | {trl['wall_s']:.1f} | "
+        f"{trl['wall_s'] / ours['wall_s']:.2f}x |",
         f"| peak RSS MB (median) | {ours['peak_rss_mb']:.0f} | {trl['peak_rss_mb']:.0f} | "
         f"{trl['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x |",
-        f"| held-out pair accuracy (per round) | {fmt(ours['held_out_accuracy'])} | {fmt(trl['held_out_accuracy'])} | |",
+        f"| held-out pair accuracy (per round) | {fmt(ours['held_out_accuracy'])} | "
+        f"{fmt(trl['held_out_accuracy'])} | |",
     ]
     return "\n".join(lines)
 
