@@ -19,7 +19,6 @@ from llmenv.agents.config import add_config_flags, config_from_args
 from llmenv.agents.grpo import GRPOConfig, train
 from llmenv.agents.rollout import RolloutBatch
 from llmenv.errors import CheckpointError, ConfigError
-from llmenv.models import tiny_llama
 from llmenv.tasks.arith import generate_arith
 from llmenv.verifiers.base import Rubric
 from llmenv.verifiers.format import BoxedFormat
@@ -38,14 +37,6 @@ llmenv.register_task(
 )
 
 REQUIRED = {"step", "reward_mean", "reward_std", "loss", "kl", "entropy", "grad_norm", "tokens", "step_time_s"}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tok):
-    path = tmp_path_factory.mktemp("tiny-policy")
-    tiny_llama(tok, seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def config(tiny_dir, out, **overrides):

@@ -15,7 +15,6 @@ from llmenv.agents.policy import HFPolicy, SamplingParams
 from llmenv.agents.rm import read_pairs
 from llmenv.chat import ChatCodec
 from llmenv.errors import TaskConfigError
-from llmenv.models import tiny_llama
 from llmenv.tasks.arith import generate_arith
 from llmenv.types import Verdict
 
@@ -35,16 +34,8 @@ llmenv.register_task(
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tok):
-    path = tmp_path_factory.mktemp("tiny-pairs-policy")
-    tiny_llama(tok, seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def episodes(tiny, tok):
-    model = llmenv.models.load_model(tiny)
+def episodes(tiny_dir, tok):
+    model = llmenv.models.load_model(tiny_dir)
     sampling = SamplingParams(max_new_tokens=12, temperature=1.0, seed=0)
     return play("llmenv/pairs-parity-test-v0", HFPolicy(model, tok), tok, n=12, samples=4, sampling=sampling, seed=0)
 
@@ -77,12 +68,12 @@ def test_pair_rows_are_what_reward_model_training_reads(episodes, tok, tmp_path)
     assert tok.decode(pairs[0].chosen).startswith(f"<|im_start|>system\n{SYSTEM}")
 
 
-def test_bad_settings_and_multi_turn_tasks_are_errors(episodes, tiny, tok):
+def test_bad_settings_and_multi_turn_tasks_are_errors(episodes, tiny_dir, tok):
     with pytest.raises(TaskConfigError, match="at least 2 samples"):
         pairs_from_episodes(episodes, 1)
     with pytest.raises(TaskConfigError, match="max_per_prompt must be >= 1"):
         pairs_from_episodes(episodes, 4, max_per_prompt=0)
-    model = llmenv.models.load_model(tiny)
+    model = llmenv.models.load_model(tiny_dir)
     sampling = SamplingParams(max_new_tokens=6, temperature=1.0, seed=0)
     dialogue = play("llmenv/math-retry-v0", HFPolicy(model, tok), tok, n=1, samples=2, sampling=sampling)
     with pytest.raises(TaskConfigError, match="single-turn task; an episode of this one took [23] turns"):
@@ -93,15 +84,14 @@ def cli(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "llmenv.cli", *argv], capture_output=True, text=True, timeout=1200)
 
 
-def test_cli_reports_what_it_paired_and_rejects_one_sample(tiny, tmp_path):
+def test_cli_reports_what_it_paired_and_rejects_one_sample(tiny_dir, tmp_path):
     out = tmp_path / "pairs.jsonl"
-    made = cli(
-        "pairs", "--task", "llmenv/arith-v0", "--model", tiny, "--n", "2", "--max-new-tokens", "4", "--out", str(out)
-    )
+    flags = ["--model", tiny_dir, "--n", "2", "--max-new-tokens", "4", "--out", str(out)]
+    made = cli("pairs", "--task", "llmenv/arith-v0", *flags)
     assert made.returncode == 0, made.stdout + made.stderr[-2000:]
     assert "0 pairs from 0 of 2 prompts (0 all solved, 2 none solved" in " ".join(made.stdout.split())
     assert out.exists() and out.read_text() == ""  # a random tiny model solves nothing
-    made = cli("pairs", "--task", "llmenv/arith-v0", "--model", tiny, "--samples", "1", "--out", str(out))
+    made = cli("pairs", "--task", "llmenv/arith-v0", "--model", tiny_dir, "--samples", "1", "--out", str(out))
     assert made.returncode == 2 and made.stdout.strip() == "error: --samples must be >= 2 to make pairs, got 1"
 
 

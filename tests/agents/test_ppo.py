@@ -20,7 +20,7 @@ from llmenv.agents.ppo import PPOConfig, ValueHead, ValueModel, train
 from llmenv.agents.rollout import RolloutBatch
 from llmenv.agents.scoring import completion_logprobs
 from llmenv.errors import CheckpointError, ConfigError
-from llmenv.models import load_model, tiny_llama
+from llmenv.models import load_model
 from llmenv.tasks.arith import generate_arith
 from llmenv.types import Trajectory, Turn
 from llmenv.verifiers.base import Rubric
@@ -60,14 +60,6 @@ REQUIRED = {
     "tokens",
     "step_time_s",
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tok):
-    path = tmp_path_factory.mktemp("tiny-ppo-policy")
-    tiny_llama(tok, seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def config(tiny_dir, out, **overrides):

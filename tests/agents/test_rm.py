@@ -15,7 +15,6 @@ from llmenv.agents import rm
 from llmenv.agents.rm import RMConfig, bradley_terry_loss, read_pairs, train
 from llmenv.chat import ChatCodec
 from llmenv.errors import DataError
-from llmenv.models import tiny_llama
 from llmenv.types import Task
 from llmenv.verifiers.reward_model import RewardModelVerifier, encode_conversation
 
@@ -41,14 +40,6 @@ def pair_rows(n: int) -> list[dict]:
 
 def write_jsonl(path, rows) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tok):
-    path = tmp_path_factory.mktemp("tiny-rm-base")
-    tiny_llama(tok, seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
     return str(path)
 
 
