@@ -70,36 +70,43 @@ def _report(episodes: list[Any], result: Any, *, show: int, elapsed: float) -> N
     )
 
 
-def cmd_rollout(args: argparse.Namespace) -> int:
-    """Roll a model out on a task and report mean reward and accuracy; optionally write the episodes."""
+def _sample(args: argparse.Namespace, params: dict[str, Any], *, samples: int, label: str) -> list[Any]:
+    """Load `--model`, play `--n` tasks `samples` times each with the command's sampling flags, show progress."""
     from rich.progress import Progress
 
-    from llmenv.agents.evaluate import play, score
+    from llmenv.agents.evaluate import play
     from llmenv.agents.policy import HFPolicy, SamplingParams
 
-    params = parse_params(args.param)
-    if args.system_prompt is not None:
-        params["system_prompt"] = args.system_prompt
-    llmenv.registry.spec(args.task)  # an unknown task fails before the model loads
-    started = time.perf_counter()
     tokenizer, model = _load(args.model)
-    policy = HFPolicy(model, tokenizer, batch_size=args.batch_size)
     sampling = SamplingParams(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )
     with Progress(console=console, transient=True) as progress:
-        bar = progress.add_task(f"rolling out {args.task}", total=args.n)
-        episodes = play(
+        bar = progress.add_task(f"{label} {args.task}", total=args.n * samples)
+        return play(
             args.task,
-            policy,
+            HFPolicy(model, tokenizer, batch_size=args.batch_size),
             tokenizer,
             n=args.n,
+            samples=samples,
             sampling=sampling,
             batch_size=args.batch_size,
             seed=args.seed,
             task_params=params,
             on_batch=lambda done: progress.update(bar, completed=done),
         )
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """Roll a model out on a task and report mean reward and accuracy; optionally write the episodes."""
+    from llmenv.agents.evaluate import score
+
+    params = parse_params(args.param)
+    if args.system_prompt is not None:
+        params["system_prompt"] = args.system_prompt
+    llmenv.registry.spec(args.task)  # an unknown task fails before the model loads
+    started = time.perf_counter()
+    episodes = _sample(args, params, samples=1, label="rolling out")
     _report(episodes, score(args.task, episodes, 1), show=args.show, elapsed=time.perf_counter() - started)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
@@ -110,35 +117,13 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 def cmd_pairs(args: argparse.Namespace) -> int:
     """Sample completions of a task, pair solved with unsolved ones per prompt and write them as JSONL."""
-    from rich.progress import Progress
-
-    from llmenv.agents.evaluate import play
     from llmenv.agents.pairs import pairs_from_episodes
-    from llmenv.agents.policy import HFPolicy, SamplingParams
 
     if args.samples < 2:
         raise ConfigError(f"--samples must be >= 2 to make pairs, got {args.samples}")
     params = parse_params(args.param)
     threshold = llmenv.registry.spec(args.task).pass_threshold  # an unknown task fails before the model loads
-    tokenizer, model = _load(args.model)
-    policy = HFPolicy(model, tokenizer, batch_size=args.batch_size)
-    sampling = SamplingParams(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
-    )
-    with Progress(console=console, transient=True) as progress:
-        bar = progress.add_task(f"sampling {args.task}", total=args.n * args.samples)
-        episodes = play(
-            args.task,
-            policy,
-            tokenizer,
-            n=args.n,
-            samples=args.samples,
-            sampling=sampling,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            task_params=params,
-            on_batch=lambda done: progress.update(bar, completed=done),
-        )
+    episodes = _sample(args, params, samples=args.samples, label="sampling")
     rows, stats = pairs_from_episodes(episodes, args.samples, threshold=threshold, max_per_prompt=args.max_per_prompt)
     with open(args.out, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(row) + "\n" for row in rows)

@@ -221,7 +221,7 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         finished = bool(len(action_tokens)) and int(action_tokens[-1]) in self.codec.stop_token_ids
         completion = Completion(
             self.codec.decode(action_tokens),
-            tokens=np.concatenate([self._episode.tokens(), action_tokens]),
+            tokens=np.concatenate([*self._episode.chunks, action_tokens]),
             action_start=self._episode.length,
             messages=self._messages,
             codec_key=self.codec.codec_key,
