@@ -11,7 +11,7 @@ from llmenv.env import LLMEnv
 from llmenv.errors import LLMEnvError
 from llmenv.registry import list_tasks, make, register_env_kind, register_task
 from llmenv.sources import HubDataset
-from llmenv.types import Completion, Message, Task, Trajectory, Turn, Verdict
+from llmenv.types import Completion, Message, StepScore, Task, Trajectory, Turn, Verdict
 
 __all__ = [
     "Completion",
@@ -19,6 +19,7 @@ __all__ = [
     "LLMEnv",
     "LLMEnvError",
     "Message",
+    "StepScore",
     "Task",
     "Trajectory",
     "Turn",

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, SupportsFloat
 
 import numpy as np
 
-from llmenv.env import LLMEnv, PendingStep, missing_verdict
+from llmenv.env import LLMEnv, PendingStep, missing_verdict, verdict_steps
 from llmenv.errors import TaskConfigError
 from llmenv.types import Message, Task, Verdict
 
@@ -150,7 +150,8 @@ class DialogueEnv(LLMEnv):
         if not isinstance(reply, EnvReply):
             raise TaskConfigError(f"responder must return an EnvReply, got {type(reply).__name__}")
         reward = reply.reward if reply.reward is not None else (verdict.reward if verdict is not None else 0.0)
-        self._episode.append("policy", pending.action_tokens, float(reward))
+        steps = verdict_steps(self.codec, pending.action_tokens, verdict)
+        self._episode.append("policy", pending.action_tokens, float(reward), steps)
         terminated, truncated, stop_reason = reply.done, False, reply.reason or ("done" if reply.done else "")
         if not terminated:
             if self._turn >= self.max_turns:

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from llmenv.chat import shared_codec
+from llmenv.chat import ChatCodec, shared_codec
 from llmenv.errors import InvalidActionError, ResetNeededError, TaskConfigError
 from llmenv.sources import TaskSource, as_source
 from llmenv.types import Completion, Message, Task, Trajectory, Turn, Verdict
@@ -87,17 +87,46 @@ def missing_verdict(pending: PendingStep, verdict: Verdict | None) -> Verdict | 
     return verdict
 
 
+def step_token_positions(codec: ChatCodec, action_tokens: np.ndarray, ends: Sequence[int]) -> list[int]:
+    """For each character offset in `ends`, the index in `action_tokens` of the token holding the character before it.
+
+    Exact without re-tokenising: the completion's text is `codec.decode(action_tokens)`, and a binary
+    search finds the shortest token prefix whose decoded text already holds the first `end` characters
+    (a prefix cut inside a multi-byte character decodes differently and does not count). Offsets past
+    the text map to the last token.
+    """
+    text = codec.decode(action_tokens)
+    positions = []
+    for end in ends:
+        target = text[: min(end, len(text))]
+        low, high = 1, len(action_tokens)  # the answer k (tokens needed) lies in [low, high]
+        while low < high:
+            middle = (low + high) // 2
+            if codec.decode(action_tokens[:middle]).startswith(target):
+                high = middle
+            else:
+                low = middle + 1
+        positions.append(low - 1)
+    return positions
+
+
 class TokenEpisode:
-    """The growing token record of one episode: spans of prompt, policy and env tokens."""
+    """The growing token record of one episode: spans of prompt, policy and env tokens, and step rewards."""
 
     def __init__(self, prompt_tokens: np.ndarray) -> None:
         self.chunks: list[np.ndarray] = [prompt_tokens]
         self.turns: list[Turn] = [Turn("prompt", 0, len(prompt_tokens))]
         self.length = len(prompt_tokens)
         self.rewards: list[float] = []
+        self.steps: list[tuple[int, float]] = []
+        """(index into the episode's tokens, score) of each scored reasoning step."""
 
-    def append(self, role: str, tokens: np.ndarray, reward: float | None = None) -> None:
-        """Add a span of tokens produced by `role` ("policy" or "env")."""
+    def append(
+        self, role: str, tokens: np.ndarray, reward: float | None = None, steps: Sequence[tuple[int, float]] = ()
+    ) -> None:
+        """Add a span of tokens produced by `role` ("policy" or "env"); `steps` are (index in `tokens`, score)."""
+        for index, score in steps:
+            self.steps.append((self.length + index, score))
         self.chunks.append(tokens)
         self.turns.append(Turn(role, self.length, self.length + len(tokens), reward))
         self.length += len(tokens)
@@ -114,7 +143,27 @@ class TokenEpisode:
         for turn in self.turns:
             if turn.role == "policy":
                 mask[turn.start : turn.end] = 1
-        return Trajectory(tokens=self.tokens(), loss_mask=mask, turns=tuple(self.turns), rewards=tuple(self.rewards))
+        token_rewards = None
+        if self.steps:
+            token_rewards = np.zeros(self.length, dtype=np.float32)
+            for index, score in self.steps:
+                token_rewards[index] += score
+        return Trajectory(
+            tokens=self.tokens(),
+            loss_mask=mask,
+            turns=tuple(self.turns),
+            rewards=tuple(self.rewards),
+            token_rewards=token_rewards,
+            step_ends=tuple(index for index, _ in self.steps),
+        )
+
+
+def verdict_steps(codec: ChatCodec, action_tokens: np.ndarray, verdict: Verdict | None) -> list[tuple[int, float]]:
+    """A verdict's step scores as (index in `action_tokens`, score): each at its step's last token (none if empty)."""
+    if verdict is None or not verdict.steps or not len(action_tokens):
+        return []
+    positions = step_token_positions(codec, action_tokens, [step.end for step in verdict.steps])
+    return [(position, step.score) for position, step in zip(positions, verdict.steps)]
 
 
 class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -240,7 +289,8 @@ class LLMEnv(gym.Env[np.ndarray, np.ndarray]):
         assert self._episode is not None
         verdict = missing_verdict(pending, verdict)
         assert verdict is not None
-        self._episode.append("policy", pending.action_tokens, verdict.reward)
+        steps = verdict_steps(self.codec, pending.action_tokens, verdict)
+        self._episode.append("policy", pending.action_tokens, verdict.reward, steps)
         self._done = True
         return self._episode.tokens(), verdict.reward, True, False, self._step_info(pending, verdict)
 

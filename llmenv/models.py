@@ -29,6 +29,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
@@ -140,24 +141,51 @@ def load_reward_model(
     (a folder, a Hub id or `smollm2-135m`) loads as its architecture's `...ForSequenceClassification`
     with a new scalar head drawn from torch's global RNG (seed it first) and its LM head dropped.
     """
+    return _load_head_model(spec, AutoModelForSequenceClassification, "ForSequenceClassification", 1, dtype, device)
+
+
+def load_token_classifier(
+    spec: str | os.PathLike[str] | PreTrainedModel,
+    *,
+    num_labels: int = 2,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> PreTrainedModel:
+    """A `num_labels`-way token-classification model (a process reward model's head) in eval mode.
+
+    As `load_reward_model`: a saved token classifier loads as it is (with `num_labels` outputs); a
+    causal LM gets a new head drawn from torch's global RNG.
+    """
+    return _load_head_model(spec, AutoModelForTokenClassification, "ForTokenClassification", num_labels, dtype, device)
+
+
+def _load_head_model(
+    spec: str | os.PathLike[str] | PreTrainedModel,
+    auto: Any,
+    suffix: str,
+    num_labels: int,
+    dtype: torch.dtype,
+    device: str | torch.device,
+) -> PreTrainedModel:
+    """A model with a classification head (`auto` class, architectures ending in `suffix`) and `num_labels` outputs."""
     if isinstance(spec, PreTrainedModel):
         model = spec
     else:
         source = _locate(spec)
-        read_config, load = AutoConfig.from_pretrained, AutoModelForSequenceClassification.from_pretrained
+        read_config, load = AutoConfig.from_pretrained, auto.from_pretrained
         if isinstance(source, Path):
             config = _from_local(read_config, source, what="model config")
         else:
             config = _from_hub(read_config, source)
-        classifier = any(name.endswith("ForSequenceClassification") for name in config.architectures or ())
-        kwargs: dict[str, Any] = {"dtype": dtype} if classifier else {"dtype": dtype, "num_labels": 1}
+        classifier = any(name.endswith(suffix) for name in config.architectures or ())
+        kwargs: dict[str, Any] = {"dtype": dtype} if classifier else {"dtype": dtype, "num_labels": num_labels}
         if isinstance(source, Path):
             model = _from_local(load, source, what="model", **kwargs)
         else:
             model = _from_hub(load, source, **kwargs)
-    if model.config.num_labels != 1:
+    if model.config.num_labels != num_labels:
         raise ModelNotFoundError(
-            f"{type(model).__name__} has {model.config.num_labels} outputs; a reward model has one (num_labels=1)"
+            f"{type(model).__name__} has {model.config.num_labels} outputs; expected {num_labels} (num_labels={num_labels})"
         )
     if model.config.pad_token_id is None:  # transformers refuses batches without one; llmenv pools explicitly
         model.config.pad_token_id = model.config.eos_token_id

@@ -105,6 +105,22 @@ class Task:
 
 
 @dataclass(frozen=True)
+class StepScore:
+    """A process reward for one reasoning step: where the step ends in the completion, and its score."""
+
+    end: int
+    """Character offset in the completion text just past the step's last character (the step is `text[:end]`'s tail)."""
+    score: float
+    """The step's reward (a PRM's P(correct), or 1/0 from an exact step check)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "end", int(self.end))
+        object.__setattr__(self, "score", float(self.score))
+        if self.end < 1:
+            raise ValueError(f"a step must end after the completion's first character, got end={self.end}")
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What a verifier says of one completion.
 
@@ -112,6 +128,9 @@ class Verdict:
     `parts` names every component of the reward; `details` holds what explains it (the
     extracted answer, the reason a format check failed); `error` is set when the verifier
     itself crashed or timed out, so that a failure is never mistaken for a wrong answer.
+    `steps` holds per-step process rewards, in order, each with the step's end as a character
+    offset in the completion; the env turns them into per-token rewards at each step's last
+    policy token (`Trajectory.token_rewards`). Outcome-only verifiers leave it empty.
     """
 
     reward: float
@@ -119,9 +138,14 @@ class Verdict:
     parts: Mapping[str, float] = field(default_factory=dict)
     details: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
+    steps: tuple[StepScore, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reward", float(self.reward))
+        object.__setattr__(self, "steps", tuple(self.steps))
+        ends = [step.end for step in self.steps]
+        if ends != sorted(set(ends)):
+            raise ValueError(f"Verdict.steps must end at strictly increasing offsets, got {ends}")
         object.__setattr__(self, "parts", _frozen_mapping(self.parts))
         object.__setattr__(self, "details", _frozen_mapping(self.details))
 
@@ -229,17 +253,20 @@ class Trajectory:
     rewards: tuple[float, ...] = ()
     token_rewards: np.ndarray | None = None
     """Dense per-token rewards (process rewards), same length as `tokens`, 0 off the scored tokens; None if none."""
+    step_ends: tuple[int, ...] = ()
+    """Indices into `tokens` of the last policy token of each scored step, in order (where `token_rewards` sit)."""
 
     @property
     def total_reward(self) -> float:
         """The sum of per-turn rewards."""
         return float(sum(self.rewards))
 
-    def reward_per_token(self) -> np.ndarray:
+    def reward_per_token(self, *, dense: bool = True) -> np.ndarray:
         """Rewards over `tokens` (float32): each policy turn's reward at its last token, plus the dense ones.
 
         A policy turn without tokens has its reward placed at the last policy token before it (else the
-        first after it), so no turn's reward is lost; `token_rewards`, when present, is added on top.
+        first after it), so no turn's reward is lost; `token_rewards`, when present, is added on top
+        unless `dense=False` (learners that weigh outcome and process rewards read them apart).
         """
         out = np.zeros(len(self.tokens), dtype=np.float32)
         policy = np.flatnonzero(self.loss_mask)
@@ -248,7 +275,7 @@ class Trajectory:
                 continue
             before = policy[policy < turn.end]
             out[before[-1] if len(before) else policy[0]] += turn.reward
-        if self.token_rewards is not None:
+        if dense and self.token_rewards is not None:
             out += np.asarray(self.token_rewards, dtype=np.float32)
         return out
 

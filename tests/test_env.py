@@ -190,3 +190,47 @@ def test_the_env_hands_its_verifier_a_completion_with_the_policys_tokens(tok):
     other = copy.deepcopy(tok)
     other.chat_template = tok.chat_template.replace("<|im_start|>", "<|im_start|> ")
     assert done.codec_key == ChatCodec(copy.deepcopy(tok)).codec_key != ChatCodec(other).codec_key
+
+
+def steps_at_newlines(completion: str, task: Task) -> Verdict:
+    """A process verifier: each line is a step, scored by its position (1, 2, 3 ...) so every score is distinct."""
+    ends, offset = [], 0
+    for line in completion.split("\n"):
+        offset += len(line)
+        if line:
+            ends.append(offset)
+        offset += 1
+    return Verdict(0.5, steps=tuple(llmenv.StepScore(end, i + 1) for i, end in enumerate(ends)))
+
+
+@pytest.mark.parametrize("text", ["3 + 4 = 7\n7 * 2 = 14\n14 - 5 = 9", "é€ café\nnaïve ünïcode 😀\nend", "a\n\nb"])
+def test_step_scores_land_on_the_token_holding_each_steps_last_character(tok, text):
+    env = LLMEnv(TASKS, steps_at_newlines, tok)
+    obs, _ = env.reset(seed=0)
+    action = np.asarray(tok.encode(text, add_special_tokens=False) + [tok.eos_token_id])
+    env.step(action)
+    trajectory = env.trajectory
+    assert trajectory.token_rewards is not None and len(trajectory.token_rewards) == len(trajectory.tokens)
+    lines = [line for line in text.split("\n") if line]
+    assert len(trajectory.step_ends) == len(lines)
+    start = len(obs)
+    for k, (index, line) in enumerate(zip(trajectory.step_ends, lines)):
+        assert trajectory.token_rewards[index] == k + 1 and trajectory.loss_mask[index] == 1
+        decoded_through = tok.decode(trajectory.tokens[start : index + 1].tolist())
+        decoded_before = tok.decode(trajectory.tokens[start:index].tolist())
+        assert line in decoded_through.split("\n")  # the step's last character is in this token ...
+        assert not decoded_before.endswith(line)  # ... and not yet in the one before
+    assert np.count_nonzero(trajectory.token_rewards) == len(lines)
+    assert trajectory.reward_per_token().sum() == pytest.approx(0.5 + sum(range(1, len(lines) + 1)))
+    assert trajectory.reward_per_token(dense=False).sum() == pytest.approx(0.5)
+
+
+def test_outcome_only_verifiers_leave_no_dense_rewards(env, tok):
+    env.reset(seed=0)
+    env.step(np.asarray(tok.encode("4", add_special_tokens=False)))
+    assert env.trajectory.token_rewards is None and env.trajectory.step_ends == ()
+
+
+def test_verdict_steps_must_increase():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        Verdict(1.0, steps=(llmenv.StepScore(5, 1.0), llmenv.StepScore(3, 1.0)))

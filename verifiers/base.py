@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from llmenv.deadline import DeadlineExceeded, call_with_deadline, describe_exception
 from llmenv.errors import VerifierError
-from llmenv.types import Task, Verdict
+from llmenv.types import StepScore, Task, Verdict
 
 __all__ = [
     "BaseVerifier",
@@ -157,7 +157,7 @@ def call_verifier_batch(
 
 
 class Rubric(BaseVerifier):
-    """A weighted sum of named verifiers that reports every part.
+    """A weighted sum of named verifiers that reports every part (and their step scores, weighted the same).
 
     `passed` is True when every part that reports one passed, or, with `pass_part`, that part's own
     (so shaping parts such as a format bonus do not decide whether the task was solved).
@@ -218,8 +218,11 @@ class Rubric(BaseVerifier):
         details: dict[str, Any] = {}
         errors: list[str] = []
         passed: list[bool] = []
+        steps: dict[int, float] = {}  # step end -> weighted score summed over the parts that score steps
         for (name, _, weight), verdict in zip(self.parts, verdicts, strict=True):
             reward += weight * verdict.reward
+            for step in verdict.steps:
+                steps[step.end] = steps.get(step.end, 0.0) + weight * step.score
             parts[name] = verdict.reward
             for sub, value in verdict.parts.items():
                 if sub != name and len(verdict.parts) > 1:
@@ -235,6 +238,7 @@ class Rubric(BaseVerifier):
             parts=parts,
             details=details,
             error="; ".join(errors) or None,
+            steps=tuple(StepScore(end, score) for end, score in sorted(steps.items())),
         )
 
 
