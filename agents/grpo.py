@@ -10,6 +10,8 @@ aggregation (token mean as DAPO, sequence mean as GRPO, constant normaliser as D
 or sequence (GSPO) importance ratios, clip-higher, dynamic sampling, KL to a reference model (off
 by default, so no reference model is loaded). Log-probs are computed on completion positions only
 (see agents/scoring.py). Reward shaping is the task's business (a `Rubric`), not the learner's.
+When verdicts carry step scores (`Verdict.steps`, e.g. from `--prm`), DeepSeekMath's process
+advantages are added, weighed against the outcome's by `outcome_weight` and `process_weight`.
 `train(config)` is the loop behind `llmenv train grpo`; what every learner shares around it (loading,
 the step loop, progress, metrics, checkpoints, resume, Ctrl-C) is in agents/trainer.py.
 """
@@ -157,8 +159,14 @@ def update(state: TrainState, batch: RolloutBatch) -> dict[str, float]:
     if scored.any():
         rewards, groups, mask = batch.rewards[scored], batch.group_ids[scored], batch.loss_mask[scored]
         found = state.advantage_fn(rewards, groups, mask)  # (n,) sequence-level or (n, L) per token
-        advantages[scored] = found.reshape(len(found), -1)  # (n, 1) broadcasts over L
+        advantages[scored] = cfg.outcome_weight * found.reshape(len(found), -1)  # (n, 1) broadcasts over L
     varying = _varying_groups(batch.rewards, batch.group_ids, scored)  # (B,)
+    if cfg.process_weight > 0 and batch.step_mask[scored].any():  # process supervision on the scored steps
+        process = losses.process_advantages(
+            batch.process_rewards[scored], batch.step_mask[scored], batch.group_ids[scored], batch.loss_mask[scored]
+        )  # (n, L)
+        advantages[scored] += cfg.process_weight * process
+        varying[scored] |= process.abs().sum(1) > 0  # steps that vary within the group carry signal too
     keep = scored.clone()  # (B,)
     if cfg.dynamic_sampling:
         keep &= varying

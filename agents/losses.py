@@ -131,6 +131,35 @@ def reinforce_pp_advantages(
     return whiten(returns, mask)  # (B, T)
 
 
+def process_advantages(
+    step_rewards: torch.Tensor,
+    step_mask: torch.Tensor,
+    group_ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """DeepSeekMath's process supervision: a token's advantage is the sum of normalised step rewards from it on.
+
+    Step rewards (B, T) sit where `step_mask` is set (each step's last token). They are normalised
+    over their group: minus the mean and divided by the (population) std of every step reward of
+    every output in the group (a group whose step rewards do not vary gives 0). A policy token's
+    advantage is the sum of the normalised rewards of the steps ending at or after it; positions
+    with mask 0 get 0.
+    """
+    steps = step_mask.bool()  # (B, T)
+    rewards = torch.where(steps, step_rewards, torch.zeros_like(step_rewards))  # (B, T)
+    _, count = _group_sums(steps.sum(1).to(rewards.dtype), group_ids)  # (B,): steps in the row's group
+    _, total = _group_sums(rewards.sum(1), group_ids)  # (B,): their rewards' sum
+    mean = total / count.clamp(min=1)  # (B,)
+    centred = torch.where(steps, rewards - mean[:, None], torch.zeros_like(rewards))  # (B, T)
+    _, squares = _group_sums((centred**2).sum(1), group_ids)  # (B,)
+    std = (squares / count.clamp(min=1)).sqrt()  # (B,)
+    normalised = torch.where(std[:, None] > eps, centred / (std[:, None] + eps), torch.zeros_like(centred))  # (B, T)
+    to_go = normalised.flip(1).cumsum(1).flip(1)  # (B, T): sum over steps ending at or after each position
+    return torch.where(mask.bool(), to_go, torch.zeros_like(to_go))  # (B, T)
+
+
 def last_policy_token(mask: torch.Tensor) -> torch.Tensor:
     """One-hot (B, T) of each row's last policy token (all zero for a row without one)."""
     position = torch.arange(mask.shape[1], device=mask.device)  # (T,)

@@ -233,7 +233,8 @@ def prepare(state: TrainState, rows: RolloutBatch) -> Rollout:
     mask = rows.loss_mask.to(state.device)  # (n, L)
     logp, values = torch.cat(old_logp), torch.cat(old_values)  # (n, L)
     reference = torch.cat(ref_logp) if ref_logp else None  # (n, L)
-    token_rewards = rows.token_rewards.to(state.device)  # (n, L)
+    token_rewards = cfg.outcome_weight * rows.token_rewards + cfg.process_weight * rows.process_rewards  # (n, L)
+    token_rewards = token_rewards.to(state.device)  # (n, L)
     if reference is not None and cfg.kl_in == "reward":
         token_rewards = token_rewards - state.kl_coef.value * losses.kl_penalty(
             logp, reference, estimator=cfg.kl_estimator

@@ -5,7 +5,7 @@ live episode in one batched call and steps all of them, so single-turn and multi
 through the same loop. It returns one `Episode` per environment with its exact trajectory and the
 sampling log-prob of every policy token. `to_batch` pads episodes into tensors: token ids,
 attention and loss masks (1 on policy tokens only), old log-probs, per-token rewards (each turn's
-reward at its last policy token), episode rewards, group ids, which episodes carry a verifier
+reward at its last policy token), process rewards (each scored step's at its last token), episode rewards, group ids, which episodes carry a verifier
 error, the mean of each verifier part and of turns and tool calls.
 `Episode.to_json` is the episode JSONL schema. This module samples and packs; it computes no loss.
 """
@@ -100,7 +100,9 @@ class RolloutBatch:
     attention_mask: torch.Tensor  # (B, L) long
     loss_mask: torch.Tensor  # (B, L) float, 1 on policy tokens
     old_logprobs: torch.Tensor  # (B, L) float, sampling log-probs on policy tokens
-    token_rewards: torch.Tensor  # (B, L) float, each turn's reward at its last policy token (+ dense rewards)
+    token_rewards: torch.Tensor  # (B, L) float, each turn's (outcome) reward at its last policy token
+    process_rewards: torch.Tensor  # (B, L) float, each scored step's process reward at its last policy token
+    step_mask: torch.Tensor  # (B, L) bool, where a scored step ends
     rewards: torch.Tensor  # (B,) float, episode returns
     group_ids: torch.Tensor  # (B,) long
     cut: torch.Tensor  # (B,) bool, last action cut at the token limit
@@ -120,6 +122,8 @@ class RolloutBatch:
             loss_mask=self.loss_mask[rows, :width],
             old_logprobs=self.old_logprobs[rows, :width],
             token_rewards=self.token_rewards[rows, :width],
+            process_rewards=self.process_rewards[rows, :width],
+            step_mask=self.step_mask[rows, :width],
             rewards=self.rewards[rows],
             group_ids=self.group_ids[rows],
             cut=self.cut[rows],
@@ -202,13 +206,18 @@ def to_batch(episodes: Sequence[Episode], pad_token_id: int) -> RolloutBatch:
     loss_mask = torch.zeros((rows, width), dtype=torch.float32)  # (B, L)
     old_logprobs = torch.zeros((rows, width), dtype=torch.float32)  # (B, L)
     token_rewards = torch.zeros((rows, width), dtype=torch.float32)  # (B, L)
+    process_rewards = torch.zeros((rows, width), dtype=torch.float32)  # (B, L)
+    step_mask = torch.zeros((rows, width), dtype=torch.bool)  # (B, L)
     for row, episode in enumerate(episodes):
         length = len(episode.trajectory.tokens)
         input_ids[row, :length] = torch.from_numpy(episode.trajectory.tokens)
         attention[row, :length] = 1
         loss_mask[row, :length] = torch.from_numpy(episode.trajectory.loss_mask.astype(np.float32))
         old_logprobs[row, :length] = torch.from_numpy(episode.logprobs)
-        token_rewards[row, :length] = torch.from_numpy(episode.trajectory.reward_per_token())
+        token_rewards[row, :length] = torch.from_numpy(episode.trajectory.reward_per_token(dense=False))
+        if episode.trajectory.token_rewards is not None:
+            process_rewards[row, :length] = torch.from_numpy(np.asarray(episode.trajectory.token_rewards, np.float32))
+            step_mask[row, list(episode.trajectory.step_ends)] = True
     part_values: dict[str, list[float]] = {}
     for episode in episodes:
         for name, value in episode.verdicts[-1].parts.items():
@@ -219,6 +228,8 @@ def to_batch(episodes: Sequence[Episode], pad_token_id: int) -> RolloutBatch:
         loss_mask=loss_mask,
         old_logprobs=old_logprobs,
         token_rewards=token_rewards,
+        process_rewards=process_rewards,
+        step_mask=step_mask,
         rewards=torch.tensor([e.reward for e in episodes], dtype=torch.float32),  # (B,)
         group_ids=torch.tensor([e.group for e in episodes], dtype=torch.long),  # (B,)
         cut=torch.tensor([e.cut for e in episodes], dtype=torch.bool),  # (B,)
@@ -228,5 +239,7 @@ def to_batch(episodes: Sequence[Episode], pad_token_id: int) -> RolloutBatch:
             "turns_mean": float(np.mean([e.turns for e in episodes])),
             "tool_calls_mean": float(np.mean([e.tool_calls for e in episodes])),
             "tool_errors_mean": float(np.mean([e.tool_errors for e in episodes])),
+            "steps_mean": float(step_mask.sum(1).float().mean()),
+            "step_reward_mean": float(process_rewards[step_mask].mean()) if step_mask.any() else 0.0,
         },
     )

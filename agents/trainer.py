@@ -42,6 +42,9 @@ from llmenv.agents.rollout import RolloutBatch, rollout, to_batch
 from llmenv.agents.runlog import RunLog
 from llmenv.errors import CheckpointError, ConfigError
 from llmenv.models import load_model, load_reward_model, load_tokenizer
+from llmenv.registry import spec as task_spec
+from llmenv.verifiers.process import ADAPTERS as PRM_ADAPTERS
+from llmenv.verifiers.process import ProcessVerifier
 from llmenv.vector import VectorLLMEnv
 
 TRAIN_SEED_STRIDE = 10**8
@@ -95,6 +98,23 @@ class LearnerConfig(RunConfig):
     max_new_tokens: int = option(64, "Generation budget per policy turn.", **at_least(1))
     temperature: float = option(1.0, "Sampling temperature of rollouts.", **above(0))
     top_p: float = option(1.0, "Nucleus sampling mass of rollouts.", check=lambda p: 0 < p <= 1, expects="in (0, 1]")
+    prm: str = option(
+        "",
+        "Process reward model folder: the task's verifier becomes ProcessVerifier(prm, outcome=task verifier), "
+        "so each step's score is a dense reward (empty: the task's own rewards only).",
+    )
+    prm_adapter: str = option(
+        "separator",
+        "The PRM's head convention (separator, qwen, math-shepherd, rlhflow).",
+        check=lambda name: name in PRM_ADAPTERS,
+        expects=f"one of {sorted(PRM_ADAPTERS)}",
+    )
+    prm_separator: str = option("\n", "How a completion splits into steps for --prm (default: one step per line).")
+    outcome_weight: float = option(1.0, "Weight of the task's (outcome) reward in the advantage.", **at_least(0))
+    process_weight: float = option(
+        1.0, "Weight of per-step process rewards (Verdict.steps, e.g. from --prm); tasks without steps ignore it.",
+        **at_least(0),
+    )  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -247,12 +267,22 @@ def setup(config: LearnerConfig) -> LearnerState:
     """Check the device and resume checkpoint, then load the env (verifiers booting), the model and its optimizer."""
     device, resume_from = start_run(config)
     tokenizer = load_tokenizer(config.model)
+    verifier = None
+    if config.prm:
+        verifier = ProcessVerifier(
+            config.prm,
+            config.prm_adapter,
+            separator=config.prm_separator.replace("\\n", "\n").replace("\\t", "\t"),  # a flag cannot hold a newline
+            outcome=task_spec(config.task).verifier,
+            device=device,
+        )
     env = VectorLLMEnv(
         config.task,
         config.prompts_per_step * config.group_size,
         tokenizer,
         group_size=config.group_size,
         autoreset=False,
+        **({"verifier": verifier} if verifier is not None else {}),
         **config.task_params,
     )
     env.prestart()  # verifier workers boot while the model loads

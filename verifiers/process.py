@@ -39,6 +39,7 @@ from llmenv.types import Message, StepScore, Task, Verdict
 from llmenv.verifiers.base import VerifierFn, call_verifier_batch
 
 __all__ = [
+    "ADAPTERS",
     "AGGREGATES",
     "MathShepherd",
     "PRMAdapter",

@@ -155,6 +155,31 @@ def test_reinforce_pp_gives_the_loss_per_token_advantages_zero_off_the_policy_to
         assert advantages[mask == 0].abs().sum() == 0
 
 
+def test_process_rewards_give_per_token_advantages_when_outcomes_give_none(tiny_dir, tmp_path, monkeypatch):
+    from llmenv.agents import grpo
+
+    seen = []
+    policy_loss = grpo.policy_loss
+
+    def watched(state, rows, advantages, old_logp):
+        seen.append((rows, advantages.clone()))
+        return policy_loss(state, rows, advantages, old_logp)
+
+    monkeypatch.setattr(grpo, "policy_loss", watched)
+    before = tiny_llama_from(tiny_dir).state_dict()
+    state = run(tiny_dir, tmp_path, task="llmenv/steps-test-v0", task_params={}, steps=1, micro_batch=64)
+    (rows, advantages), = seen  # every outcome is 0: without process supervision nothing would train
+    expected = losses.process_advantages(rows.process_rewards, rows.step_mask, rows.group_ids, rows.loss_mask)
+    torch.testing.assert_close(advantages, expected)
+    assert advantages.abs().sum() > 0 and rows.step_mask.any()
+    assert any(not torch.equal(before[k], v) for k, v in state.model.state_dict().items())
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["steps_mean"] > 0 and 0 <= row["step_reward_mean"] <= 1
+    seen.clear()
+    run(tiny_dir, tmp_path / "outcome-only", task="llmenv/steps-test-v0", task_params={}, steps=1, process_weight=0.0)
+    assert seen and all(float(adv.abs().sum()) == 0 for _, adv in seen)  # equal outcomes, process off: no signal
+
+
 @pytest.mark.parametrize("name", sorted(losses.ADVANTAGES))
 def test_every_advantage_estimator_is_a_flag_value(tiny_dir, tmp_path, name):
     parser = argparse.ArgumentParser()

@@ -263,3 +263,27 @@ def test_gae_targets_carry_no_gradient():
     values = t([[0.5, 0.6]]).requires_grad_()
     advantages, returns = losses.gae_advantages(t([[0, 1]]), values, t([[1, 1]]), gamma=1.0, lam=1.0)
     assert not advantages.requires_grad and not returns.requires_grad
+
+
+def test_process_advantages_golden_values():
+    # group 0: row 0 has steps ending at t=1 (reward 1) and t=3 (reward 0); row 1 one step at t=2 (reward 1).
+    # The group's step rewards {1, 0, 1}: mean 2/3, population std sqrt(2)/3, so 1 -> 1/sqrt(2), 0 -> -sqrt(2).
+    # Group 1 (row 2) has one step: std 0, advantage 0 (not NaN). Row 1's env token (mask 0 at t=1) gets 0.
+    rewards = t([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0.7, 0, 0]])
+    steps = torch.tensor([[0, 1, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    mask = t([[1, 1, 1, 1], [1, 0, 1, 1], [1, 1, 1, 1]])
+    groups = torch.tensor([0, 0, 1])
+    a, b = 1 / math.sqrt(2), -math.sqrt(2)
+    expected = t([[a + b, a + b, b, b], [a, 0, a, 0], [0, 0, 0, 0]])
+    found = losses.process_advantages(rewards, steps, groups, mask)
+    torch.testing.assert_close(found, expected, atol=1e-5, rtol=0)
+
+
+def test_process_advantages_ignore_rewards_off_the_steps_and_mean_zero_over_steps():
+    rewards = t([[5, 0.2, 9, 0.9], [0, 0.4, 0, 0.6]])
+    steps = torch.tensor([[0, 1, 0, 1], [0, 1, 0, 1]], dtype=torch.bool)
+    found = losses.process_advantages(rewards, steps, torch.tensor([0, 0]), torch.ones(2, 4))
+    clean = losses.process_advantages(rewards * steps, steps, torch.tensor([0, 0]), torch.ones(2, 4))
+    torch.testing.assert_close(found, clean)
+    per_step = found - torch.nn.functional.pad(found[:, 1:], (0, 1))  # each step's own normalised reward
+    assert float(per_step[steps].sum()) == pytest.approx(0.0, abs=1e-5)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import llmenv
-from llmenv.agents import ppo
+from llmenv.agents import losses, ppo
 from llmenv.agents.config import add_config_flags, config_from_args
 from llmenv.agents.ppo import PPOConfig, ValueHead, ValueModel, train
 from llmenv.agents.rollout import RolloutBatch
@@ -349,6 +349,8 @@ def test_rollout_batch_select_trims_to_the_longest_selected_row():
         loss_mask=torch.tensor([[0, 1, 1, 0], [0, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.float32),
         old_logprobs=torch.zeros(3, 4),
         token_rewards=torch.tensor([[0, 0, 1.0, 0], [0, 2.0, 0, 0], [0, 0, 0, 3.0]]),
+        process_rewards=torch.tensor([[0, 0.5, 0, 0], [0, 0, 0, 0], [0, 0, 0.25, 0]]),
+        step_mask=torch.tensor([[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]], dtype=torch.bool),
         rewards=torch.tensor([1.0, 2.0, 3.0]),
         group_ids=torch.tensor([0, 1, 2]),
         cut=torch.zeros(3, dtype=torch.bool),
@@ -359,6 +361,35 @@ def test_rollout_batch_select_trims_to_the_longest_selected_row():
     picked = batch.select(torch.tensor([1, 0]))
     assert picked.input_ids.tolist() == [[4, 5, 0], [1, 2, 3]]
     assert picked.token_rewards.tolist() == [[0, 2.0, 0], [0, 0, 1.0]] and picked.rewards.tolist() == [2.0, 1.0]
+    assert picked.process_rewards.tolist() == [[0, 0, 0], [0, 0.5, 0]]
+    assert picked.step_mask.tolist() == [[False] * 3, [False, True, False]]
+
+
+def test_gae_reads_outcome_and_process_rewards_with_their_weights(tiny_dir, tmp_path, monkeypatch):
+    from llmenv.agents import ppo
+
+    seen = []
+    gae = losses.gae_advantages
+
+    def watched(rewards, values, mask, **kwargs):
+        seen.append(rewards.clone())
+        return gae(rewards, values, mask, **kwargs)
+
+    monkeypatch.setattr(losses, "gae_advantages", watched)
+    captured = []
+    to_batch = ppo.trainer.play
+
+    def play(state):
+        batch = to_batch(state)
+        captured.append(batch)
+        return batch
+
+    monkeypatch.setattr(ppo.trainer, "play", play)
+    run(tiny_dir, tmp_path, task="llmenv/steps-test-v0", steps=1, outcome_weight=0.5, process_weight=2.0)
+    batch = captured[0]
+    assert batch.step_mask.any() and (batch.process_rewards[~batch.step_mask] == 0).all()
+    expected = 0.5 * batch.token_rewards + 2.0 * batch.process_rewards
+    torch.testing.assert_close(seen[0], expected[:, : seen[0].shape[1]])
 
 
 @pytest.mark.parametrize(
