@@ -49,6 +49,9 @@ class TaskSpec:
     description: str = ""
     pass_threshold: float = 1.0
     """A verdict without `passed` (a float verifier's) counts as solved when its reward is at least this."""
+    step_data: Callable[..., list[dict[str, Any]]] | None = None
+    """`(rng, n, **params) -> rows {prompt, completions: [step, ...], labels: [bool, ...]}`: step-labelled
+    solutions for `llmenv train prm --task` (None: the task has none)."""
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -72,6 +75,7 @@ def register_task(
     row_to_task: Callable[[Mapping[str, Any]], Task] | None = None,
     description: str = "",
     pass_threshold: float = 1.0,
+    step_data: Callable[..., list[dict[str, Any]]] | None = None,
     replace: bool = False,
     **defaults: Any,
 ) -> str:
@@ -80,7 +84,8 @@ def register_task(
     `source` is a sequence of `Task`, a callable `(rng, **params) -> Task`, a `HubDataset`, or a
     `datasets.Dataset` together with `row_to_task`. `defaults` are keyword defaults for `make`.
     `pass_threshold` is the pass rule of verdicts that do not say `passed` (float verifiers): solved when
-    reward >= pass_threshold; evaluation's pass@k and accuracy read it.
+    reward >= pass_threshold; evaluation's pass@k and accuracy read it. `step_data(rng, n, **params)`
+    gives step-labelled solutions for process-reward-model training (`llmenv train prm --task`).
     """
     full_id = _full_id(task_id)
     if not _ID_PATTERN.match(full_id):
@@ -101,7 +106,7 @@ def register_task(
     if not isinstance(pass_threshold, (int, float)) or not math.isfinite(pass_threshold):
         raise RegistrationError(f"pass_threshold of `{full_id}` must be a finite number, got {pass_threshold!r}")
     _TASKS[full_id] = TaskSpec(
-        full_id, source, verifier, env, row_to_task, dict(defaults), description, float(pass_threshold)
+        full_id, source, verifier, env, row_to_task, dict(defaults), description, float(pass_threshold), step_data
     )
     if full_id in gym.registry:
         del gym.registry[full_id]

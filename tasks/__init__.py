@@ -7,6 +7,7 @@ def register_builtin_tasks() -> None:
     """Register the tasks that ship with llmenv under the `llmenv/` namespace."""
     from llmenv.registry import register_task
     from llmenv.tasks.arith import DEMO_PARAMS, demo_reward, generate_arith
+    from llmenv.tasks.chain import ChainVerifier, chain_step_rows, generate_chain
     from llmenv.tasks.code import HUMANEVAL, MBPP
     from llmenv.tasks.codegen import generate_codegen
     from llmenv.tasks.countdown import CountdownVerifier, generate_countdown
@@ -38,6 +39,15 @@ def register_builtin_tasks() -> None:
         replace=True,
         **DEMO_PARAMS,
         description="the demo's task: one-digit +/- arith-v0 with a shaped reward (boxed, number, format)",
+    )
+    register_task(
+        "arith-chain-v0",
+        source=generate_chain,
+        verifier=ChainVerifier(),
+        step_data=chain_step_rows,
+        replace=True,
+        description="arithmetic chains solved one equation per line; exact process rewards per step; "
+        "knobs: steps, max_operand, ops",
     )
     register_task(
         "countdown-v0",
