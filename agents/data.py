@@ -3,21 +3,50 @@
 Every offline learner (reward model now; DPO, KTO, SFT and PRM later) reads its data through
 `read_rows`, so the formats DESIGN.md names are accepted the same way everywhere and a bad row is
 reported with where it is (`FILE line N` or `DIR row N`) and what was expected. `prompt_messages`
-turns a row's prompt (a string or a list of `{role, content}` messages) into messages. This module
-reads and checks; it never tokenises.
+turns a row's prompt (a string or a list of `{role, content}` messages) into messages.
+`held_out_split` and `epoch_batch` are how every offline learner splits off held-out rows and visits
+the rest (a fresh seeded order per epoch, a function of seed and epoch only, so a resumed run sees
+the rows an uninterrupted one does). This module reads, checks and orders; it never tokenises.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from llmenv.errors import DataError
 from llmenv.types import Message
 
-__all__ = ["completion_text", "prompt_messages", "read_rows"]
+__all__ = ["SPLIT_SEED", "completion_text", "epoch_batch", "held_out_split", "padded", "prompt_messages", "read_rows"]
+
+SPLIT_SEED = 20_260_101
+"""The held-out split (when no eval data is given) uses this seed: every run seed holds out the same rows."""
+
+
+def held_out_split(n: int, fraction: float) -> tuple[list[int], list[int]]:
+    """Indices of the rows kept for training (in their order) and of `ceil(n * fraction)` held out (none if n < 2)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
+    held = math.ceil(n * fraction) if n > 1 and fraction else 0
+    return sorted(order[held:]), order[:held]
+
+
+def epoch_batch(n: int, size: int, seed: int, step: int) -> list[int]:
+    """Row indices of `step` (0-based): positions step*size .. step*size+size-1 of per-epoch seeded orders of n rows."""
+    orders: dict[int, list[int]] = {}
+    picked = []
+    for position in range(step * size, (step + 1) * size):
+        epoch = position // n
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(
+                n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            ).tolist()
+        picked.append(orders[epoch][position % n])
+    return picked
 
 
 def read_rows(path: str | Path, expects: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -77,3 +106,14 @@ def completion_text(value: Any, where: str, key: str) -> str:
 
 def _is_message(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("role"), str) and isinstance(value.get("content"), str)
+
+
+def padded(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask of token rows, (B, L) each, on `device`."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        attention[i, : len(r)] = 1
+    return ids.to(device), attention.to(device)

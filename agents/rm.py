@@ -16,7 +16,6 @@ the loop, logs and checkpoints are `agents/trainer.py`'s.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 
 from llmenv.agents import trainer
 from llmenv.agents.config import above, at_least, option
-from llmenv.agents.data import completion_text, prompt_messages, read_rows
+from llmenv.agents.data import completion_text, epoch_batch, held_out_split, padded, prompt_messages, read_rows
 from llmenv.agents.trainer import RunConfig, RunState
 from llmenv.chat import ChatCodec
 from llmenv.errors import DataError
@@ -36,9 +35,6 @@ from llmenv.verifiers.reward_model import encode_conversation, sequence_rewards
 
 PAIR_FORMAT = '{"prompt": str | [messages], "chosen": str, "rejected": str, "margin": float (optional)}'
 """One preference pair per JSONL line (or `datasets` row); chosen/rejected may be `[{role: assistant, content}]`."""
-
-SPLIT_SEED = 20_260_101
-"""The held-out split (when `eval_data` is not given) uses this seed: every run seed holds out the same pairs."""
 
 
 @dataclass
@@ -121,9 +117,8 @@ def build(config: RMConfig) -> RMState:
     pairs = read_pairs(config.data, codec)
     eval_pairs = read_pairs(config.eval_data, codec) if config.eval_data else []
     if not config.eval_data and config.eval_fraction:
-        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
-        held = math.ceil(len(pairs) * config.eval_fraction) if len(pairs) > 1 else 0
-        eval_pairs, pairs = [pairs[i] for i in order[:held]], [pairs[i] for i in sorted(order[held:])]
+        kept, held = held_out_split(len(pairs), config.eval_fraction)
+        eval_pairs, pairs = [pairs[i] for i in held], [pairs[i] for i in kept]
     fits = [p for p in pairs if max(len(p.chosen), len(p.rejected)) <= config.max_length]
     if not fits:
         raise DataError(f"no training pair fits max_length={config.max_length} tokens ({len(pairs)} pairs read)")
@@ -143,33 +138,14 @@ def build(config: RMConfig) -> RMState:
 
 
 def step_pairs(state: RMState, step: int) -> list[int]:
-    """Indices of the pairs of `step` (0-based): positions step*B .. step*B+B-1 of per-epoch seeded orders."""
-    n, size = len(state.train_pairs), state.config.batch_size
-    orders: dict[int, list[int]] = {}
-    picked = []
-    for position in range(step * size, (step + 1) * size):
-        epoch = position // n
-        if epoch not in orders:
-            seed = state.config.seed * 1_000_003 + epoch
-            orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-        picked.append(orders[epoch][position % n])
-    return picked
-
-
-def _padded(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        attention[i, : len(r)] = 1
-    return ids.to(device), attention.to(device)
+    """Indices of the pairs of `step` (0-based): `batch_size` positions of per-epoch seeded orders (`epoch_batch`)."""
+    return epoch_batch(len(state.train_pairs), state.config.batch_size, state.config.seed, step)
 
 
 def pair_rewards(state: RMState, pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewards of the chosen and rejected sides (P,) each, both sides in one forward."""
     pad = state.tokenizer.pad_token_id if state.tokenizer.pad_token_id is not None else 0
-    ids, attention = _padded([p.chosen for p in pairs] + [p.rejected for p in pairs], pad, state.device)  # (2P, L)
+    ids, attention = padded([p.chosen for p in pairs] + [p.rejected for p in pairs], pad, state.device)  # (2P, L)
     ends = torch.tensor([p.chosen_end for p in pairs] + [p.rejected_end for p in pairs], device=state.device)
     rewards = sequence_rewards(state.model, ids, attention, ends, bf16=state.config.bf16)  # (2P,)
     return rewards[: len(pairs)], rewards[len(pairs) :]

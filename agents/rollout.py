@@ -5,8 +5,9 @@ live episode in one batched call and steps all of them, so single-turn and multi
 through the same loop. It returns one `Episode` per environment with its exact trajectory and the
 sampling log-prob of every policy token. `to_batch` pads episodes into tensors: token ids,
 attention and loss masks (1 on policy tokens only), old log-probs, per-token rewards (each turn's
-reward at its last policy token), process rewards (each scored step's at its last token), episode rewards, group ids, which episodes carry a verifier
-error, the mean of each verifier part and of turns and tool calls.
+reward at its last policy token), process rewards (each scored step's at its last token), episode
+rewards, group ids, which episodes carry a verifier error, the mean of each verifier part and of
+turns, tool calls and steps.
 `Episode.to_json` is the episode JSONL schema. This module samples and packs; it computes no loss.
 """
 

@@ -41,11 +41,11 @@ from llmenv.agents.policy import HFPolicy, SamplingParams
 from llmenv.agents.rollout import RolloutBatch, rollout, to_batch
 from llmenv.agents.runlog import RunLog
 from llmenv.errors import CheckpointError, ConfigError
-from llmenv.models import load_model, load_reward_model, load_tokenizer
+from llmenv.models import load_model, load_reward_model, load_token_classifier, load_tokenizer
 from llmenv.registry import spec as task_spec
+from llmenv.vector import VectorLLMEnv
 from llmenv.verifiers.process import ADAPTERS as PRM_ADAPTERS
 from llmenv.verifiers.process import ProcessVerifier
-from llmenv.vector import VectorLLMEnv
 
 TRAIN_SEED_STRIDE = 10**8
 """A run with seed s draws its step-t tasks from env seeds s * 10**8 + t * num_envs + i."""
@@ -104,10 +104,10 @@ class LearnerConfig(RunConfig):
         "so each step's score is a dense reward (empty: the task's own rewards only).",
     )
     prm_adapter: str = option(
-        "separator",
-        "The PRM's head convention (separator, qwen, math-shepherd, rlhflow).",
-        check=lambda name: name in PRM_ADAPTERS,
-        expects=f"one of {sorted(PRM_ADAPTERS)}",
+        "",
+        "The PRM's head convention (separator, qwen, math-shepherd, rlhflow; empty: as llmenv train prm saved it).",
+        check=lambda name: name == "" or name in PRM_ADAPTERS,
+        expects=f"empty or one of {sorted(PRM_ADAPTERS)}",
     )
     prm_separator: str = option("\n", "How a completion splits into steps for --prm (default: one step per line).")
     outcome_weight: float = option(1.0, "Weight of the task's (outcome) reward in the advantage.", **at_least(0))
@@ -220,14 +220,24 @@ def resume_point(out: str | Path, resume: bool) -> Path | None:
 
 
 def load_trainable(
-    config: RunConfig, device: torch.device, model: str | None = None, *, scalar_head: bool = False
+    config: RunConfig,
+    device: torch.device,
+    model: str | None = None,
+    *,
+    scalar_head: bool = False,
+    token_labels: int = 0,
 ) -> Any:
     """The model that learns (`config.model`, or `model`): LoRA-wrapped when asked, weights owned, checkpointing on.
 
     `scalar_head` loads it as a one-output sequence-classification model (a reward model or a critic
-    with transformers' own head, `load_reward_model`); under LoRA that head trains in full.
+    with transformers' own head, `load_reward_model`); `token_labels` > 0 as a token classifier with
+    that many labels (a process reward model, `load_token_classifier`); under LoRA a head trains in full.
     """
-    loaded: Any = (load_reward_model if scalar_head else load_model)(model or config.model, device=device)
+    source = model or config.model
+    if token_labels:
+        loaded: Any = load_token_classifier(source, num_labels=token_labels, device=device)
+    else:
+        loaded = (load_reward_model if scalar_head else load_model)(source, device=device)
     if config.lora_rank > 0:
         from peft import LoraConfig, get_peft_model  # noqa: PLC0415 - peft is optional (LoRA runs only)
 
@@ -235,7 +245,7 @@ def load_trainable(
             r=config.lora_rank,
             lora_alpha=2 * config.lora_rank,
             target_modules="all-linear",
-            task_type="SEQ_CLS" if scalar_head else None,  # SEQ_CLS keeps the new head trainable
+            task_type="SEQ_CLS" if scalar_head else "TOKEN_CLS" if token_labels else None,  # the new head trains
         )
         loaded = get_peft_model(loaded, lora)
     if config.gradient_checkpointing:
@@ -257,9 +267,11 @@ def start_run(config: RunConfig) -> tuple[torch.device, Path | None]:
     return device, resume_from
 
 
-def load_learner(config: RunConfig, device: torch.device, *, scalar_head: bool = False) -> tuple[Any, Any]:
+def load_learner(
+    config: RunConfig, device: torch.device, *, scalar_head: bool = False, token_labels: int = 0
+) -> tuple[Any, Any]:
     """The model that learns (see `load_trainable`) and its fused AdamW."""
-    model = load_trainable(config, device, scalar_head=scalar_head)
+    model = load_trainable(config, device, scalar_head=scalar_head, token_labels=token_labels)
     return model, adamw(trainable(model), lr=config.lr, weight_decay=config.weight_decay, device=device)
 
 
@@ -271,7 +283,7 @@ def setup(config: LearnerConfig) -> LearnerState:
     if config.prm:
         verifier = ProcessVerifier(
             config.prm,
-            config.prm_adapter,
+            config.prm_adapter or None,
             separator=config.prm_separator.replace("\\n", "\n").replace("\\t", "\t"),  # a flag cannot hold a newline
             outcome=task_spec(config.task).verifier,
             device=device,

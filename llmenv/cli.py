@@ -27,10 +27,11 @@ from rich.markup import escape
 from rich.table import Table
 
 import llmenv
-from llmenv.agents import grpo, ppo, rm
+from llmenv.agents import grpo, ppo, prm, rm
 from llmenv.agents.config import add_config_flags, config_from_args, parse_params, to_flags
 from llmenv.agents.grpo import GRPOConfig
 from llmenv.agents.ppo import PPOConfig
+from llmenv.agents.prm import PRMConfig
 from llmenv.agents.rm import RMConfig
 from llmenv.errors import ConfigError, LLMEnvError
 
@@ -170,7 +171,7 @@ def _resume_command(learner: str, config: Any) -> str:
 
 def _train(learner: str, config: Any, train: Callable[[Any], Any]) -> int:
     """Run a learner's `train(config)` and report where the metrics, plot and weights are (130 when interrupted)."""
-    if hasattr(config, "task"):
+    if getattr(config, "task", ""):  # an unknown task fails before anything loads (`train prm` may have none)
         llmenv.registry.spec(config.task)
     state = train(config)
     out = config.out
@@ -195,6 +196,11 @@ def cmd_train_ppo(args: argparse.Namespace) -> int:
 def cmd_train_rm(args: argparse.Namespace) -> int:
     """Train a Bradley-Terry reward model on preference pairs."""
     return _train("rm", config_from_args(RMConfig, args), rm.train)
+
+
+def cmd_train_prm(args: argparse.Namespace) -> int:
+    """Train a process reward model on step-labelled solutions."""
+    return _train("prm", config_from_args(PRMConfig, args), prm.train)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -317,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--out", required=True, help="JSONL file of pairs (llmenv train rm --data reads it)")
     pa.set_defaults(func=cmd_pairs)
 
-    train = sub.add_parser("train", help="train a policy on a task, or a reward model on pairs")
+    train = sub.add_parser("train", help="train a policy on a task, or a reward model on pairs or labelled steps")
     learners = train.add_subparsers(dest="learner", required=True)
     grpo_flags = learners.add_parser("grpo", help="group-relative policy optimisation", description=GRPOConfig.__doc__)
     add_config_flags(grpo_flags, GRPOConfig)
@@ -330,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     rm_flags.description = RMConfig.__doc__
     add_config_flags(rm_flags, RMConfig)
     rm_flags.set_defaults(func=cmd_train_rm)
+    prm_flags = learners.add_parser("prm", help="process reward model on step-labelled solutions (--data or --task)")
+    prm_flags.description = PRMConfig.__doc__
+    add_config_flags(prm_flags, PRMConfig)
+    prm_flags.set_defaults(func=cmd_train_prm)
 
     demo = sub.add_parser(
         "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults

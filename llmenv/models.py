@@ -185,7 +185,8 @@ def _load_head_model(
             model = _from_hub(load, source, **kwargs)
     if model.config.num_labels != num_labels:
         raise ModelNotFoundError(
-            f"{type(model).__name__} has {model.config.num_labels} outputs; expected {num_labels} (num_labels={num_labels})"
+            f"{type(model).__name__} has {model.config.num_labels} outputs; expected {num_labels} "
+            f"(num_labels={num_labels})"
         )
     if model.config.pad_token_id is None:  # transformers refuses batches without one; llmenv pools explicitly
         model.config.pad_token_id = model.config.eos_token_id

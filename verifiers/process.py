@@ -24,22 +24,25 @@ the scored tokens by character offsets. This module scores; it never trains.
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import statistics
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from llmenv.errors import VerifierError
-from llmenv.models import load_model, load_token_classifier, load_tokenizer
+from llmenv.errors import ModelNotFoundError, VerifierError
+from llmenv.models import load_model, load_token_classifier, load_tokenizer, resolve_model_dir
 from llmenv.types import Message, StepScore, Task, Verdict
 from llmenv.verifiers.base import VerifierFn, call_verifier_batch
 
 __all__ = [
     "ADAPTERS",
+    "ADAPTER_KEY",
     "AGGREGATES",
     "MathShepherd",
     "PRMAdapter",
@@ -48,8 +51,10 @@ __all__ = [
     "RLHFlow",
     "SeparatorClassifier",
     "qwen_math_prm",
+    "saved_adapter",
     "split_steps",
     "step_logits",
+    "step_probabilities",
 ]
 
 Splitter = Callable[[str], Sequence[tuple[int, int]]]
@@ -98,8 +103,8 @@ class PRMAdapter(Protocol):
         """The ids for `question` followed by `steps`, and the scored position of each step."""
         ...
 
-    def step_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """P(step correct) from the head's outputs at the scored positions: (n, V) -> (n,)."""
+    def two_way_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The head's outputs at the scored positions as (wrong, right) logits: (n, V) -> (n, 2)."""
         ...
 
 
@@ -119,9 +124,9 @@ def _single_token(tokenizer: Any, text: str, role: str) -> int:
     return int(ids[0])
 
 
-def _good_probability(logits: torch.Tensor, good: int, bad: int) -> torch.Tensor:
-    """softmax over the '+' and '-' logits, P('+'): (n, V) -> (n,)."""
-    return logits[:, [good, bad]].float().softmax(-1)[:, 0]
+def step_probabilities(adapter: PRMAdapter, logits: torch.Tensor) -> torch.Tensor:
+    """P(step right) from the head's outputs at the scored positions, softmax of (wrong, right): (n, V) -> (n,)."""
+    return adapter.two_way_logits(logits).float().softmax(-1)[:, 1]
 
 
 class SeparatorClassifier:
@@ -158,9 +163,9 @@ class SeparatorClassifier:
             marks.append(end - 1)
         return _marked_tokens(self.tokenizer, text, marks)
 
-    def step_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """P(label 1) of a 2-way head: (n, 2) -> (n,)."""
-        return logits.float().softmax(-1)[:, 1]
+    def two_way_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """A 2-way head's outputs as they are: label 0 wrong, label 1 right, (n, 2)."""
+        return logits
 
 
 def qwen_math_prm(tokenizer: Any) -> SeparatorClassifier:
@@ -192,9 +197,9 @@ class MathShepherd:
             text += "\n"
         return _marked_tokens(self.tokenizer, text, marks)
 
-    def step_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """P('+') from the '+' and '-' logits at the tags: (n, V) -> (n,)."""
-        return _good_probability(logits, self.good, self.bad)
+    def two_way_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The '-' and '+' logits at the tags: (n, V) -> (n, 2)."""
+        return logits[:, [self.bad, self.good]]
 
 
 class RLHFlow:
@@ -224,9 +229,9 @@ class RLHFlow:
         encoded = _marked_tokens(self.tokenizer, text, replies)
         return PRMInput(ids=encoded.ids, positions=[position - 1 for position in encoded.positions])
 
-    def step_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """P('+') from the '+' and '-' logits before each reply: (n, V) -> (n,)."""
-        return _good_probability(logits, self.good, self.bad)
+    def two_way_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The '-' and '+' logits before each reply: (n, V) -> (n, 2)."""
+        return logits[:, [self.bad, self.good]]
 
 
 ADAPTERS: dict[str, Callable[[Any], PRMAdapter]] = {
@@ -236,6 +241,21 @@ ADAPTERS: dict[str, Callable[[Any], PRMAdapter]] = {
     "rlhflow": RLHFlow,
 }
 """Adapter names `ProcessVerifier` and `llmenv train prm` accept."""
+
+
+ADAPTER_KEY = "llmenv_prm_adapter"
+"""The config.json key where `llmenv train prm` records the adapter a PRM was trained with."""
+
+
+def saved_adapter(model: Any) -> str | None:
+    """The adapter name a PRM was trained with (its config's `llmenv_prm_adapter`), None when unrecorded."""
+    if isinstance(model, torch.nn.Module):
+        return getattr(getattr(model, "config", None), ADAPTER_KEY, None)
+    try:
+        config = Path(resolve_model_dir(model)) / "config.json"
+    except ModelNotFoundError:  # a Hub id: nothing local to read
+        return None
+    return json.loads(config.read_text()).get(ADAPTER_KEY) if config.is_file() else None
 
 
 def _head_parts(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -249,12 +269,19 @@ def _head_parts(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def step_logits(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    rows: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    bf16: bool = False,
 ) -> torch.Tensor:
-    """The head's outputs at (rows[k], positions[k]) of a right-padded batch: (n, V), the trunk run once."""
+    """The head's outputs at (rows[k], positions[k]) of a right-padded batch: (n, V) float32, the trunk run once."""
     trunk, head = _head_parts(model)
-    hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
-    return head(hidden[rows, positions])  # (n, V)
+    with torch.autocast(device_type=input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+        return head(hidden[rows, positions]).float()  # (n, V)
 
 
 def _question(task: Task) -> str:
@@ -269,7 +296,8 @@ class ProcessVerifier:
     Args:
         model: the PRM (a loaded model, or a folder / Hub id loaded as the adapter's `head` needs).
         adapter: the head convention: an adapter, or a name in `ADAPTERS` ("separator", "qwen",
-            "math-shepherd", "rlhflow") built on `tokenizer`.
+            "math-shepherd", "rlhflow") built on `tokenizer`; None: the one `llmenv train prm`
+            recorded in the model's config, else "separator".
         tokenizer: the PRM's tokenizer (default: the model's folder).
         separator: the completion's step separator, or a callable `text -> [(start, end), ...]`.
         aggregate: how step scores make the reward when there is no outcome verifier (`AGGREGATES`).
@@ -288,7 +316,7 @@ class ProcessVerifier:
     def __init__(
         self,
         model: Any,
-        adapter: PRMAdapter | str = "separator",
+        adapter: PRMAdapter | str | None = None,
         *,
         tokenizer: Any = None,
         separator: str | Splitter = "\n\n",
@@ -304,6 +332,8 @@ class ProcessVerifier:
         if tokenizer is None and isinstance(model, torch.nn.Module):
             raise VerifierError("a loaded PRM needs its tokenizer: ProcessVerifier(model, adapter, tokenizer=...)")
         self.tokenizer = load_tokenizer(tokenizer if tokenizer is not None else model)
+        if adapter is None:
+            adapter = saved_adapter(model) or "separator"
         if isinstance(adapter, str):
             if adapter not in ADAPTERS:
                 raise VerifierError(f"unknown PRM adapter {adapter!r}; expected one of {sorted(ADAPTERS)}")
@@ -376,7 +406,7 @@ class ProcessVerifier:
                 torch.tensor(rows, device=device),
                 torch.tensor(positions, device=device),
             )
-            probabilities = self.adapter.step_probabilities(logits).cpu().tolist()
+            probabilities = step_probabilities(self.adapter, logits).cpu().tolist()
         out, used = [], 0
         for item in inputs:
             out.append([float(p) for p in probabilities[used : used + len(item.positions)]])

@@ -168,7 +168,7 @@ def test_process_rewards_give_per_token_advantages_when_outcomes_give_none(tiny_
     monkeypatch.setattr(grpo, "policy_loss", watched)
     before = tiny_llama_from(tiny_dir).state_dict()
     state = run(tiny_dir, tmp_path, task="llmenv/steps-test-v0", task_params={}, steps=1, micro_batch=64)
-    (rows, advantages), = seen  # every outcome is 0: without process supervision nothing would train
+    ((rows, advantages),) = seen  # every outcome is 0: without process supervision nothing would train
     expected = losses.process_advantages(rows.process_rewards, rows.step_mask, rows.group_ids, rows.loss_mask)
     torch.testing.assert_close(advantages, expected)
     assert advantages.abs().sum() > 0 and rows.step_mask.any()

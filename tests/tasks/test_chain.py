@@ -1,4 +1,4 @@
-"""arith-chain-v0: chains are solvable, every step is checked exactly, and the step labels follow Math-Shepherd's rule."""
+"""arith-chain-v0: chains are solvable, every step is checked exactly, step labels follow Math-Shepherd's rule."""
 
 from __future__ import annotations
 

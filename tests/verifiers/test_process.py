@@ -1,4 +1,4 @@
-"""ProcessVerifier: steps split exactly, each adapter scores the tokens its convention says, dense rewards land right."""
+"""ProcessVerifier: exact step splits, each adapter scores the tokens its convention says, dense rewards land right."""
 
 from __future__ import annotations
 
@@ -124,7 +124,9 @@ def test_reward_is_the_aggregate_and_batches_equal_single_calls(prm_tok, causal_
         assert single.details["step_scores"] == pytest.approx(verdict.details["step_scores"], abs=1e-5)
         scores = verdict.details["step_scores"]
         assert len(verdict.steps) == len(scores) == len(split_steps(text))
-        want = {"min": min, "prod": np.prod, "last": lambda s: s[-1], "mean": np.mean}[aggregate](scores) if scores else 0
+        want = (
+            {"min": min, "prod": np.prod, "last": lambda s: s[-1], "mean": np.mean}[aggregate](scores) if scores else 0
+        )
         assert verdict.reward == pytest.approx(want) and verdict.parts["prm"] == pytest.approx(want)
         assert all(0 < s.score < 1 for s in verdict.steps)
     ends = [STEPS_TEXT[: s.end].rsplit("\n", 1)[-1] for s in batched[0].steps]
