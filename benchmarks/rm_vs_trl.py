@@ -34,20 +34,17 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
-# this folder holds math_verify.py, which would shadow the math_verify package llmenv imports
+# this folder holds math_verify.py, which would shadow the math_verify package llmenv imports: it goes last
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
-PROCESS_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
-               "WANDB_DISABLED": "true"}  # fmt: skip
+from sidebyside import alternate, trl_step_timer, worker_output  # noqa: E402 - needs the path above
+
 HELD_OUT = 64
 HELD_OUT_SEED = 10**6
 LR = 1e-5
@@ -109,13 +106,6 @@ def first_batch(spec: dict, tokenizer) -> list:
     return [pairs[i] for i in picked]
 
 
-def rss_mb() -> float:
-    """This process's own peak resident set so far, MB."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker_ours(spec: dict) -> dict:
     """`llmenv.agents.rm.train` on the job; step times from its metrics."""
     from llmenv.agents import rm
@@ -145,7 +135,7 @@ def worker_trl(spec: dict) -> dict:
     import torch
     import trl
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     assert trl.__version__.startswith("1.16"), trl.__version__
@@ -158,14 +148,6 @@ def worker_trl(spec: dict) -> dict:
     tokenizer.pad_token = "<|endoftext|>"
     model = AutoModelForSequenceClassification.from_pretrained(spec["init"], dtype=torch.float32)
     times: list[float] = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.started)
-
     with tempfile.TemporaryDirectory() as out:
         args = RewardConfig(output_dir=out, per_device_train_batch_size=spec["batch_size"], max_steps=spec["steps"],
                             learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
@@ -173,7 +155,7 @@ def worker_trl(spec: dict) -> dict:
                             seed=spec["seed"], gradient_checkpointing=False, bf16=False, use_cpu=True,
                             max_length=None, dataloader_num_workers=0)  # fmt: skip
         trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                processing_class=tokenizer, callbacks=[StepTimer()])  # fmt: skip
+                                processing_class=tokenizer, callbacks=[trl_step_timer(times)])  # fmt: skip
         batch = [trl_row(p) for p in first_batch(spec, tokenizer)]
         with torch.no_grad():
             trainer.model.train()
@@ -191,22 +173,6 @@ def worker_trl(spec: dict) -> dict:
     }
 
 
-def run_worker(side: str, spec_path: Path, trl_path: str | None) -> dict:
-    """One worker process: its result, wall time and peak RSS."""
-    env = {**os.environ, **PROCESS_ENV}
-    if side == "trl" and trl_path:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.abspath(trl_path), env.get("PYTHONPATH")) if p)
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", side, "--spec", str(spec_path)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} worker failed ({proc.returncode}):\n{stderr[-3000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    return {**result, "wall_s": wall, "peak_rss_mb": result.pop("self_peak_rss_mb")}
-
-
 def main() -> None:
     """Prepare the shared job, run the sides alternately, print a table and write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -220,18 +186,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         spec = json.loads(Path(args.spec).read_text())
-        result = (worker_ours if args.worker == "ours" else worker_trl)(spec)
-        print(json.dumps({**result, "self_peak_rss_mb": rss_mb()}))
+        worker_output((worker_ours if args.worker == "ours" else worker_trl)(spec))
         return
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(prepare(work, args)))
-        runs: dict[str, list[dict]] = {"ours": [], "trl": []}
-        for round_ in range(args.rounds):
-            for side in ("ours", "trl") if round_ % 2 == 0 else ("trl", "ours"):
-                runs[side].append(run_worker(side, spec_path, args.trl_path))
-                print(f"round {round_ + 1} {side}: {runs[side][-1]['wall_s']:.1f} s", flush=True)
+        runs = alternate(__file__, spec_path, args.rounds, args.trl_path)
     summary = {side: summarise(results) for side, results in runs.items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
