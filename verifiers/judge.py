@@ -62,32 +62,37 @@ __all__ = [
 
 DEFAULT_CRITERION = "Is the response a correct answer to the question?"
 
-DEFAULT_TEMPLATE = """You are judging an assistant's response.
+DEFAULT_TEMPLATE = """Here is a question and a response to it.
 
-Question:
+[Question]
 $question
+[End of question]
 
-Response:
+[Response]
 $response
+[End of response]
 $reference
-$criterion
-$answer_format"""
-"""The pointwise judge prompt. Fields: `$question`, `$response`, `$reference` (empty unless the judge is given
-the task's answer), `$criterion` and `$answer_format` (what the scale asks the judge to reply)."""
+$criterion $answer_format"""
+"""The pointwise judge prompt. Fields: `$question`, `$response`, `$reference` (empty unless the judge is given the
+task's answer), `$criterion` and `$answer_format` (what the scale asks the judge to reply). The delimiters keep a
+small judge from obeying instructions inside the question: without them SmolLM2-135M-Instruct answered the
+arithmetic question ("The answer is \\boxed{7}.") instead of judging in 7 replies of 8."""
 
-DEFAULT_PAIRWISE_TEMPLATE = """You are comparing two responses to the same question.
+DEFAULT_PAIRWISE_TEMPLATE = """Here is a question and two responses to it.
 
-Question:
+[Question]
 $question
+[End of question]
 
-Response A:
+[Response A]
 $response_a
+[End of response A]
 
-Response B:
+[Response B]
 $response_b
+[End of response B]
 
-$criterion
-$answer_format"""
+$criterion $answer_format"""
 """The pairwise judge prompt. Fields: `$question`, `$response_a`, `$response_b`, `$criterion`, `$answer_format`."""
 
 DEFAULT_PAIRWISE_CRITERION = "Which response answers the question better?"
@@ -514,7 +519,7 @@ class JudgeVerifier:
 
     def _prompts(self, completion: str, task: Task) -> list[tuple[list[Message], bool]]:
         response, truncated = _clip(str(completion), self.max_response_chars)
-        reference = f"\nReference answer: {task.answer}\n" if self.reference and task.answer is not None else ""
+        reference = f"Reference answer: {task.answer}\n" if self.reference and task.answer is not None else ""
         fields = {"question": _question(completion, task), "response": response, "reference": reference,
                   "answer_format": self.scale.answer_format}  # fmt: skip
         return [
