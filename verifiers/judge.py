@@ -188,7 +188,7 @@ class RubricLevels:
 
 def _first_number_in_range(reply: str, top: int) -> tuple[float, str] | None:
     """The first whole number in `reply` as a score `(n - 1) / (top - 1)`, None when absent or outside 1..top."""
-    found = re.search(r"(?<![\d.])\d+(?![\d.])", reply)
+    found = re.search(r"(?<![\d.])\d+(?!\d|\.\d)", reply)  # a whole number, not part of a decimal
     if found is None or not 1 <= int(found.group()) <= top:
         return None
     return (int(found.group()) - 1) / (top - 1), str(int(found.group()))
