@@ -16,12 +16,15 @@ import numpy as np
 import pytest
 import torch
 
+import llmenv
+from llmenv.agents.grpo import GRPOConfig, train
 from llmenv.agents.policy import HFPolicy
 from llmenv.chat import ChatCodec
-from llmenv.constitution import load_constitution
+from llmenv.constitution import constitution_from_json, load_constitution
 from llmenv.env import LLMEnv
 from llmenv.errors import VerifierError
 from llmenv.models import tiny_llama
+from llmenv.tasks.arith import generate_arith
 from llmenv.types import Task
 from llmenv.verifiers.base import call_verifier, call_verifier_batch
 from llmenv.verifiers.judge import (
@@ -76,15 +79,13 @@ def lessons() -> list[tuple[list, str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def judge_policy(tok):
-    """A tiny Llama taught the replies of `lessons()` (greedy decoding reproduces every one)."""
+def teach(tok, examples, *, max_steps=400):
+    """A tiny Llama trained (Adam, full batch) until greedy decoding gives each example's reply to its prompt."""
     codec = ChatCodec(tok)
     rows = []
-    for messages, reply in lessons():
+    for messages, reply in examples:
         prompt = codec.encode(messages).tolist()
-        target = codec.encode_text(reply) + [tok.eos_token_id]
-        rows.append((prompt + target, len(prompt)))
+        rows.append((prompt + codec.encode_text(reply) + [tok.eos_token_id], len(prompt)))
     model = tiny_llama(tok, hidden_size=64, layers=2, seed=0).train()
     width = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), width), tok.pad_token_id)
@@ -97,7 +98,7 @@ def judge_policy(tok):
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     taught, extra = labels[:, 1:] != -100, 20  # then 20 more steps, for a margin under left padding
-    for _ in range(400):
+    for _ in range(max_steps):
         out = model(input_ids=ids, attention_mask=attention, labels=labels)
         if bool((out.logits[:, :-1].argmax(-1) == labels[:, 1:])[taught].all()):
             extra -= 1
@@ -108,9 +109,15 @@ def judge_policy(tok):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
     policy = HFPolicy(model.eval(), tok)
-    replies = PolicyBackend(policy, tok).chat([messages for messages, _ in lessons()])
-    assert [r.text for r in replies] == [reply for _, reply in lessons()], "the tiny judge did not learn its replies"
+    replies = PolicyBackend(policy, tok).chat([messages for messages, _ in examples])
+    assert [r.text for r in replies] == [reply for _, reply in examples], "the tiny judge did not learn its replies"
     return policy
+
+
+@pytest.fixture(scope="module")
+def judge_policy(tok):
+    """A tiny Llama taught the replies of `lessons()`."""
+    return teach(tok, lessons())
 
 
 @pytest.fixture
@@ -421,3 +428,43 @@ def test_smollm2_as_judge_gives_a_verdict_or_an_error_for_every_arithmetic_answe
     for verdict in verdicts:
         assert verdict.error is not None or verdict.reward in (0.0, 1.0)
         assert verdict.details["replies"]["judge"] is not None
+
+
+# -- a constitution judge as GRPO's reward ----------------------------------------------------------------
+
+TWO_PRINCIPLES = constitution_from_json(
+    {
+        "name": "two",
+        "principles": [
+            {"name": "brief", "critique": "Too long?", "revision": "Shorten it.", "criterion": "Is it brief?"},
+            {"name": "polite", "critique": "Rude?", "revision": "Be polite.", "criterion": "Is it polite?"},
+        ],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def constant_judge(tok):
+    """A tiny judge taught, on many random responses, to say Yes to "brief" and No to "polite" whatever it reads."""
+    rng = np.random.default_rng(0)
+    judge = JudgeVerifier(Unused(), criteria=TWO_PRINCIPLES)
+    examples = []
+    for _ in range(24):
+        ids = rng.integers(3, len(tok), size=int(rng.integers(1, 12))).tolist()
+        for messages, reply in zip(judge.judge_messages(tok.decode(ids), TASK), ["Yes", "No"]):
+            examples.append((messages, reply))
+    return teach(tok, examples)
+
+
+def test_a_constitution_judge_is_grpos_reward_with_every_principle_in_the_metrics(
+    constant_judge, tok, tiny_dir, tmp_path
+):
+    judge = JudgeVerifier(PolicyBackend(constant_judge, tok, max_new_tokens=4), criteria=TWO_PRINCIPLES)
+    llmenv.register_task("judge-reward-test-v0", source=generate_arith, verifier=judge, replace=True)
+    config = GRPOConfig(task="llmenv/judge-reward-test-v0", model=tiny_dir, task_params={"digits": 1}, steps=1,
+                        prompts_per_step=2, group_size=2, max_new_tokens=6, seed=0, out=str(tmp_path))  # fmt: skip
+    train(config, progress=False)
+    (row,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert row["verifier_error_fraction"] == 0.0
+    assert row["reward_mean"] == pytest.approx(0.5) and row["parts/judge"] == pytest.approx(0.5)
+    assert row["parts/judge/brief"] == 1.0 and row["parts/judge/polite"] == 0.0
