@@ -218,6 +218,7 @@ class ChatBackend(Protocol):
 
 _POLICY_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _POLICY_LOCKS_GUARD = threading.Lock()
+_UNREFERENCEABLE_LOCK = threading.Lock()
 
 
 def _policy_lock(policy: Any) -> threading.Lock:
@@ -226,9 +227,8 @@ def _policy_lock(policy: Any) -> threading.Lock:
     with _POLICY_LOCKS_GUARD:
         try:
             return _POLICY_LOCKS.setdefault(policy, threading.Lock())
-        except TypeError:  # not weakly referenceable: lock by the instance's own attribute instead
-            lock = policy.__dict__.setdefault("_llmenv_generate_lock", threading.Lock())
-            return lock
+        except TypeError:  # not weakly referenceable: one lock shared by all such policies
+            return _UNREFERENCEABLE_LOCK
 
 
 class PolicyBackend:
@@ -515,7 +515,7 @@ class JudgeVerifier:
 
     def judge_messages(self, completion: str, task: Task) -> list[list[Message]]:
         """The judge conversations for one completion: one per criterion, in `criteria` order."""
-        return [messages for messages, _ in (self._prompts(completion, task))]
+        return [messages for messages, _ in self._prompts(completion, task)]
 
     def _prompts(self, completion: str, task: Task) -> list[tuple[list[Message], bool]]:
         response, truncated = _clip(str(completion), self.max_response_chars)
