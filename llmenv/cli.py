@@ -4,7 +4,8 @@
 mean reward and accuracy (optionally writing every episode, `Episode.to_json`, to JSONL); `llmenv
 eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains a policy on a task and
 `llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs, which `llmenv pairs` makes
-from a task (sampled completions, solved vs unsolved); `llmenv demo` trains the
+from a task (sampled completions, solved vs unsolved) and `llmenv cai` from a constitution (chosen = the
+model's revision of its response after its own critique); `llmenv demo` trains the
 embedded SmolLM2-135M-Instruct on `llmenv/arith-demo-v0` and measures before and after. This module
 parses arguments and prints; the loops live in `llmenv.agents`. Errors llmenv raises on purpose are
 printed as one line (no traceback), and Ctrl-C ends with one line saying how to continue.
@@ -20,6 +21,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
@@ -110,8 +112,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     episodes = _sample(args, params, samples=1, label="rolling out")
     _report(episodes, score(args.task, episodes, 1), show=args.show, elapsed=time.perf_counter() - started)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(e.to_json()) + "\n" for e in episodes)
+        _write_jsonl(args.out, [e.to_json() for e in episodes])
         console.print(f"wrote {len(episodes)} episodes to {args.out}")
     return 0
 
@@ -126,9 +127,67 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     threshold = llmenv.registry.spec(args.task).pass_threshold  # an unknown task fails before the model loads
     episodes = _sample(args, params, samples=args.samples, label="sampling")
     rows, stats = pairs_from_episodes(episodes, args.samples, threshold=threshold, max_per_prompt=args.max_per_prompt)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in rows)
+    _write_jsonl(args.out, rows)
     console.print(f"wrote {escape(stats.describe())} to {escape(args.out)}")
+    return 0
+
+
+def _write_jsonl(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    """One JSON object per line."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def cmd_cai(args: argparse.Namespace) -> int:
+    """Constitutional AI: a response, a critique and a revision per sample; writes SFT rows and preference pairs."""
+    from rich.progress import Progress
+
+    from llmenv.agents.cai import (
+        constitutional_samples,
+        preference_rows,
+        prompts_from_file,
+        prompts_from_task,
+        sft_rows,
+    )
+    from llmenv.agents.policy import HFPolicy
+    from llmenv.constitution import load_constitution
+    from llmenv.verifiers.judge import PolicyBackend
+
+    constitution = load_constitution(args.constitution)  # a bad file, task or prompts file fails before the model loads
+    if args.task is not None:
+        llmenv.registry.spec(args.task)
+    prompts = prompts_from_file(args.prompts, n=args.n) if args.prompts is not None else None
+    tokenizer, model = _load(args.model)
+    if prompts is None:
+        prompts = prompts_from_task(
+            args.task, tokenizer, n=args.n or 16, seed=args.seed, params=parse_params(args.param)
+        )
+    backend = PolicyBackend(
+        HFPolicy(model, tokenizer, batch_size=args.batch_size),
+        tokenizer,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task(f"critique and revise ({constitution.name})", total=len(prompts) * args.samples)
+        samples = constitutional_samples(
+            backend,
+            prompts,
+            constitution,
+            samples=args.samples,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            on_batch=lambda done: progress.update(bar, completed=done),
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs, stats = preference_rows(samples)
+    _write_jsonl(str(out / "samples.jsonl"), [s.to_json() for s in samples])
+    _write_jsonl(str(out / "sft.jsonl"), sft_rows(samples))
+    _write_jsonl(str(out / "pairs.jsonl"), pairs)
+    console.print(f"{escape(stats.describe())}\nwrote {escape(str(out))}/samples.jsonl, sft.jsonl and pairs.jsonl")
     return 0
 
 
@@ -322,6 +381,27 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--max-per-prompt", type=_positive_int, default=4, help="pairs kept per prompt")
     pa.add_argument("--out", required=True, help="JSONL file of pairs (llmenv train rm --data reads it)")
     pa.set_defaults(func=cmd_pairs)
+
+    cai = sub.add_parser(
+        "cai",
+        help="Constitutional AI data: response, critique, revision -> SFT rows and pairs",
+        formatter_class=defaults,
+    )
+    source = cai.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", default=None, help="registered task id whose prompts to use")
+    source.add_argument("--prompts", default=None, help='JSONL file of {"prompt": str | [messages]} rows')
+    cai.add_argument("--model", default="smollm2-135m", help="local path, hub id or smollm2-135m")
+    cai.add_argument("--constitution", default="default", help="JSON constitution file, or 'default' (built in)")
+    cai.add_argument("--n", type=_positive_int, default=None, help="prompts to use; None: 16 of a task, all of a file")
+    cai.add_argument("--samples", type=_positive_int, default=1, help="samples per prompt, each with its own principle")
+    cai.add_argument("--seed", type=int, default=0, help="first env seed, principle draws and sampling seed")
+    cai.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    cai.add_argument("--top-p", type=float, default=1.0)
+    cai.add_argument("--max-new-tokens", type=_positive_int, default=256, help="generation budget per stage")
+    cai.add_argument("--batch-size", type=_positive_int, default=16, help="samples generated together")
+    cai.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="task parameter (repeatable)")
+    cai.add_argument("--out", required=True, help="folder for samples.jsonl, sft.jsonl and pairs.jsonl")
+    cai.set_defaults(func=cmd_cai)
 
     train = sub.add_parser("train", help="train a policy on a task, or a reward model on pairs or labelled steps")
     learners = train.add_subparsers(dest="learner", required=True)

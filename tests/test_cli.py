@@ -286,3 +286,47 @@ def test_ctrl_c_during_training_saves_a_checkpoint_and_says_how_to_resume(tiny_p
     assert json.loads((out / "checkpoint" / "progress.json").read_text())["step"] == done[-1] < 50
     assert main(train_args(tiny_policy_dir, out, "--steps", str(done[-1] + 1), "--resume")) == 0
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(1, done[-1] + 2))
+
+
+def test_cai_on_a_task_writes_samples_sft_rows_and_pairs_a_reward_model_reads(tiny_model_dir, tok, tmp_path, capsys):
+    from llmenv.agents.rm import read_pairs
+    from llmenv.chat import ChatCodec
+
+    out = tmp_path / "cai"
+    args = ["cai", "--task", "llmenv/arith-demo-v0", "--model", str(tiny_model_dir), "--n", "3", "--samples", "2"]
+    assert main([*args, "--max-new-tokens", "8", "--temperature", "1.0", "--seed", "4", "--out", str(out)]) == 0
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 and [s["index"] for s in samples] == list(range(6))
+    assert all(s["prompt"][0]["role"] == "system" and s["error"] is None for s in samples)
+    assert samples[0]["prompt"] == samples[1]["prompt"] != samples[2]["prompt"]
+    sft = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+    assert all(row["messages"][-1]["role"] == "assistant" for row in sft) and sft
+    pairs = read_pairs(str(out / "pairs.jsonl"), ChatCodec(tok))
+    printed = capsys.readouterr().out
+    assert f"6 samples, {len(pairs)} pairs" in printed and "pairs.jsonl" in printed
+
+
+def test_cai_reads_prompts_from_a_file_and_a_constitution_from_a_path(tiny_model_dir, tmp_path):
+    prompts, constitution = tmp_path / "prompts.jsonl", tmp_path / "c.json"
+    prompts.write_text('{"prompt": "Tell me a joke."}\n{"prompt": "Name a colour."}\n')
+    principle = {"name": "kind", "critique": "Was it unkind?", "revision": "Make it kind."}
+    constitution.write_text(json.dumps({"name": "mine", "principles": [principle]}))
+    out = tmp_path / "cai"
+    args = ["cai", "--prompts", str(prompts), "--constitution", str(constitution), "--model", str(tiny_model_dir)]
+    assert main([*args, "--max-new-tokens", "4", "--temperature", "0", "--out", str(out)]) == 0
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["prompt"][0]["content"] for s in samples] == ["Tell me a joke.", "Name a colour."]
+    assert {s["principle"] for s in samples} == {"kind"}
+
+
+def test_cai_mistakes_are_one_clear_line_before_the_model_loads(tmp_path, capsys):
+    bad = tmp_path / "c.json"
+    bad.write_text('{"principles": [{"name": "x"}]}')
+    args = ["cai", "--task", "llmenv/arith-v0", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--constitution", str(bad)]) == 2
+    assert "principle 0: 'critique' must be a non-empty string" in capsys.readouterr().out
+    assert main(["cai", "--task", "llmenv/arith-v9", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "Did you mean" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["cai", "--model", str(tmp_path), "--out", str(tmp_path / "o")])  # neither --task nor --prompts
+    assert "one of the arguments --task --prompts is required" in capsys.readouterr().err

@@ -1,11 +1,8 @@
-"""Fixtures the learner tests share: a saved tiny model folder to train from, and a task with process rewards."""
+"""What the learner tests share besides tests/conftest.py's fixtures: a registered task with process rewards."""
 
 from __future__ import annotations
 
-import pytest
-
 import llmenv
-from llmenv.models import tiny_llama
 from llmenv.tasks.arith import generate_arith
 from llmenv.types import StepScore, Task, Verdict
 
@@ -18,12 +15,3 @@ def char_steps(completion: str, task: Task) -> Verdict:
 
 
 llmenv.register_task("steps-test-v0", source=generate_arith, verifier=char_steps, digits=1, replace=True)
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory, tok):
-    """A folder holding a tiny random Llama (seed 0) and the tiny tokenizer: a `--model` any learner loads."""
-    path = tmp_path_factory.mktemp("tiny-model")
-    tiny_llama(tok, seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
