@@ -1,7 +1,8 @@
 """`llmenv/arith-chain-v0`: multi-step arithmetic chains whose every step is checked exactly.
 
-A task reads "Start with 7. Add 5, then multiply by 3, then subtract 4." and its solution is one
-equation per step (`7 + 5 = 12`, `12 * 3 = 36`, `36 - 4 = 32`) and the result in `\\boxed{32}`.
+A task reads "Start with 7. Add 5, then multiply by 3, then subtract 4." and asks for one equation
+per line, naming the first (`7 + 5 = ...`); its solution is one equation per step (`7 + 5 = 12`,
+`12 * 3 = 36`, `36 - 4 = 32`) and the result in `\\boxed{32}`.
 `ChainVerifier` checks the final answer (the outcome reward) and every equation line (step k is
 right when it applies the task's k-th operation to the previous step's true result and computes
 it correctly); under Math-Shepherd's rule a step scores 1 when it and every step before it are
@@ -27,7 +28,12 @@ __all__ = ["ChainVerifier", "chain_step_rows", "check_steps", "generate_chain", 
 
 _WORDS = {"+": "add {n}", "-": "subtract {n}", "*": "multiply by {n}"}
 _EQUATION = re.compile(r"(-?\d+)\s*([+\-*×x])\s*(-?\d+)\s*=\s*(-?\d+)")
-FORMAT = "Write one step per line as an equation like `7 + 5 = 12`, then the final result as \\boxed{N}."
+FORMAT = (
+    "Solve it step by step: write each step as an equation on its own line (the first is `{first} = ...`), "
+    "then put the final result in \\boxed{{}}."
+)
+"""The instruction after the problem. It names the first step's own operands: with a fixed example
+equation instead, SmolLM2-135M copies the example (`7 + 5 = 12`) for every problem."""
 
 
 def _apply(op: str, left: int, right: int) -> int:
@@ -54,7 +60,8 @@ def generate_chain(
     value = start
     for op, n in chain:
         value = _apply(op, value, n)
-    prompt = f"Start with {start}. {words[0].upper()}{words[1:]}. What is the result? {FORMAT}"
+    first = f"{start} {chain[0][0]} {chain[0][1]}"
+    prompt = f"Start with {start}. {words[0].upper()}{words[1:]}. {FORMAT.format(first=first)}"
     return Task(prompt, answer=str(value), meta={"start": start, "chain": [list(step) for step in chain]})
 
 

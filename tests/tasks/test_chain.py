@@ -72,7 +72,9 @@ def test_the_task_is_registered_with_step_data_and_bad_knobs_are_errors(tok):
     assert spec("arith-chain-v0").step_data is chain_step_rows
     env = llmenv.make("llmenv/arith-chain-v0", tokenizer=tok)
     _, info = env.reset(seed=0)
-    assert "\\boxed{N}" in info["task"].prompt
+    task = info["task"]
+    first = f"{task.meta['start']} {task.meta['chain'][0][0]} {task.meta['chain'][0][1]} = ..."
+    assert "\\boxed{}" in task.prompt and first in task.prompt
     with pytest.raises(TaskConfigError, match="steps"):
         generate_chain(np.random.default_rng(0), steps=0)
     with pytest.raises(TaskConfigError, match="ops"):
