@@ -163,3 +163,40 @@ def test_cli_without_data_prints_one_line_and_trains_with_it(tiny_dir, data, tmp
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"plot: {tmp_path}/reward.png" in proc.stdout and [r["step"] for r in rows(tmp_path)] == [1, 2]
+
+
+def test_a_trained_prm_rewards_grpo_through_the_prm_flag(tiny_dir, data, tmp_path):
+    from llmenv.agents.grpo import GRPOConfig
+    from llmenv.agents.grpo import train as train_grpo
+
+    train(config(tiny_dir, data, tmp_path / "prm", steps=2), progress=False)
+    state = train_grpo(
+        GRPOConfig(model=tiny_dir, task="llmenv/arith-chain-v0", task_params={"steps": 2}, prm=str(tmp_path / "prm" /
+                   "final"), steps=1, prompts_per_step=2, group_size=2, max_new_tokens=8, lr=1e-3, out=str(tmp_path /
+                   "grpo"), seed=0),
+        progress=False,
+    )  # fmt: skip
+    verifier = state.env.envs[0].verifier
+    assert isinstance(verifier, ProcessVerifier) and isinstance(verifier.outcome, ChainVerifier)
+    (row,) = rows(tmp_path / "grpo")
+    assert row["steps_mean"] > 0 and 0 < row["step_reward_mean"] < 1 and "parts/prm" in row and "parts/correct" in row
+
+
+@pytest.mark.slow
+def test_smollm2_prm_trained_on_the_chain_task_rewards_grpo_and_ppo(tmp_path):
+    def llmenv_cli(*flags: str) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmenv.cli", *flags], capture_output=True, text=True, timeout=1800
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    llmenv_cli("train", "prm", "--task", "llmenv/arith-chain-v0", "--param", "steps=2", "--rows", "24", "--steps",
+               "2", "--batch-size", "4", "--bf16", "--out", str(tmp_path / "prm"))  # fmt: skip
+    held = rows(tmp_path / "prm")[-1]
+    assert all(math.isfinite(held[k]) for k in ("eval_step_f1", "eval_first_error_accuracy", "loss"))
+    for learner in ("grpo", "ppo"):
+        llmenv_cli("train", learner, "--task", "llmenv/arith-chain-v0", "--param", "steps=2", "--prm",
+                   str(tmp_path / "prm" / "final"), "--steps", "1", "--prompts-per-step", "2", "--group-size", "2",
+                   "--max-new-tokens", "32", "--bf16", "--out", str(tmp_path / learner))  # fmt: skip
+        (row,) = rows(tmp_path / learner)
+        assert row["steps_mean"] >= 1 and 0 < row["step_reward_mean"] < 1 and math.isfinite(row["loss"])
