@@ -5,7 +5,8 @@ A reward model is the policy's causal LM loaded as a one-output sequence-classif
 result loads anywhere as a reward model; LoRA allowed, the head then trains in full). Each
 preference pair `{prompt, chosen, rejected[, margin]}` is rendered through the model's chat
 template and scored at an explicit end index by the same code `RewardModelVerifier` scores with
-(`encode_conversation`, `sequence_rewards`), so training and scoring read the same position. The
+(`encode_conversation`, and `pair_rewards`, which equals `sequence_rewards` on each side but runs the
+tokens both sides share once), so training and scoring read the same position. The
 loss is `-log sigmoid(r_chosen - r_rejected - margin)`, plus `center_coef * mean((r_c + r_r)^2)`
 when asked (it keeps rewards centred on 0). Pairs are visited in a fresh seeded order each epoch
 (the order is a function of seed and epoch, so a resumed run sees the same pairs as an
@@ -25,13 +26,14 @@ import torch.nn.functional as F
 
 from llmenv.agents import trainer
 from llmenv.agents.config import above, at_least, option
-from llmenv.agents.data import completion_text, epoch_batch, held_out_split, padded, prompt_messages, read_rows
+from llmenv.agents.data import completion_text, epoch_batch, held_out_split, prompt_messages, read_rows
 from llmenv.agents.trainer import RunConfig, RunState
 from llmenv.chat import ChatCodec
 from llmenv.errors import DataError
 from llmenv.models import load_tokenizer
 from llmenv.types import Message
-from llmenv.verifiers.reward_model import encode_conversation, sequence_rewards
+from llmenv.verifiers.reward_model import encode_conversation
+from llmenv.verifiers.reward_model import pair_rewards as pair_rewards_of
 
 PAIR_FORMAT = '{"prompt": str | [messages], "chosen": str, "rejected": str, "margin": float (optional)}'
 """One preference pair per JSONL line (or `datasets` row); chosen/rejected may be `[{role: assistant, content}]`."""
@@ -143,12 +145,11 @@ def step_pairs(state: RMState, step: int) -> list[int]:
 
 
 def pair_rewards(state: RMState, pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards of the chosen and rejected sides (P,) each, both sides in one forward."""
+    """Rewards of the chosen and rejected sides (P,) each; the prompt both sides share runs once per pair."""
     pad = state.tokenizer.pad_token_id if state.tokenizer.pad_token_id is not None else 0
-    ids, attention = padded([p.chosen for p in pairs] + [p.rejected for p in pairs], pad, state.device)  # (2P, L)
-    ends = torch.tensor([p.chosen_end for p in pairs] + [p.rejected_end for p in pairs], device=state.device)
-    rewards = sequence_rewards(state.model, ids, attention, ends, bf16=state.config.bf16)  # (2P,)
-    return rewards[: len(pairs)], rewards[len(pairs) :]
+    return pair_rewards_of(state.model, [p.chosen for p in pairs], [p.chosen_end for p in pairs],
+                           [p.rejected for p in pairs], [p.rejected_end for p in pairs], pad=pad,
+                           bf16=state.config.bf16)  # fmt: skip
 
 
 def update(state: RMState, pairs: list[Pair]) -> dict[str, float]:

@@ -25,12 +25,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmenv.agents.scoring import cache_argument, output_cache
 from llmenv.chat import ChatCodec
 from llmenv.errors import VerifierError
 from llmenv.models import load_reward_model, load_tokenizer
 from llmenv.types import Completion, Message, Task, Verdict
 
-__all__ = ["RewardModelVerifier", "RunningNormalizer", "encode_conversation", "reward_parts", "sequence_rewards"]
+__all__ = [
+    "RewardModelVerifier",
+    "RunningNormalizer",
+    "encode_conversation",
+    "pair_rewards",
+    "reward_parts",
+    "sequence_rewards",
+]
 
 
 def reward_parts(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -60,6 +68,81 @@ def sequence_rewards(
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
         picked = hidden[torch.arange(len(input_ids), device=input_ids.device), end_index]  # (B, H)
         return head(picked).squeeze(-1).float()  # (B,)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _right_padded(rows: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask, (B, L) each."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+MIN_PAIR_PREFIX = 8
+"""Pairs sharing fewer leading tokens than this (on average) are scored as whole sequences."""
+
+
+def pair_rewards(
+    model: Any,
+    chosen: Sequence[Sequence[int]],
+    chosen_end: Sequence[int],
+    rejected: Sequence[Sequence[int]],
+    rejected_end: Sequence[int],
+    *,
+    pad: int,
+    bf16: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards of P preference pairs (chosen, rejected), (P,) each, the tokens both sides share run once.
+
+    A pair's two sides share their prompt (and the template around it): that prefix goes through the
+    trunk once per pair, its keys and values are repeated for the two continuations, and each side's
+    continuation runs on top with explicit positions, so the rewards (and their gradients) equal
+    `sequence_rewards` on the whole sequences, at about (prefix + 2 continuations) / (2 whole) of the
+    work. The prefix stops before either side's scored token, so each side's score is read from its
+    own continuation. Batches whose pairs share less than `MIN_PAIR_PREFIX` tokens on average, and a
+    trunk with gradient checkpointing (it refuses a cache), take `sequence_rewards` on both sides.
+    """
+    trunk, head = reward_parts(model)
+    device = next(model.parameters()).device
+    count = len(chosen)
+    shared = [min(_common_prefix(c, r), ce, re) for c, r, ce, re in zip(chosen, rejected, chosen_end, rejected_end)]
+    if min(shared) < 1 or sum(shared) / count < MIN_PAIR_PREFIX or getattr(trunk, "gradient_checkpointing", False):
+        rows = [list(c[: e + 1]) for c, e in zip(chosen, chosen_end)] + [list(r[: e + 1]) for r, e in
+                                                                          zip(rejected, rejected_end)]  # fmt: skip
+        ids, mask = _right_padded(rows, pad, device)
+        ends = torch.tensor([len(r) - 1 for r in rows], device=device)
+        rewards = sequence_rewards(model, ids, mask, ends, bf16=bf16)  # (2P,)
+        return rewards[:count], rewards[count:]
+    prefix_ids, prefix_mask = _right_padded([c[:k] for c, k in zip(chosen, shared)], pad, device)  # (P, Lp)
+    tails = [list(c[k : e + 1]) for c, k, e in zip(chosen, shared, chosen_end)]
+    tails += [list(r[k : e + 1]) for r, k, e in zip(rejected, shared, rejected_end)]
+    tail_ids, tail_mask = _right_padded(tails, pad, device)  # (2P, Lt)
+    both = torch.arange(count, device=device).repeat(2)  # (2P,): each pair's prefix row, for either side
+    starts = torch.tensor(shared, device=device)[both]  # (2P,)
+    positions = starts[:, None] + torch.arange(tail_ids.shape[1], device=device)  # (2P, Lt)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        prefix = trunk(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True)
+        cache = output_cache(prefix)
+        cache.batch_select_indices(both)  # (P, heads, Lp, d) -> (2P, ...): backward sums both sides' gradients
+        rest = {cache_argument(trunk): cache}
+        hidden = trunk(input_ids=tail_ids, attention_mask=torch.cat([prefix_mask[both], tail_mask], 1),
+                       position_ids=positions, use_cache=True, **rest).last_hidden_state  # (2P, Lt, H)  # fmt: skip
+        tail_ends = torch.tensor([len(t) - 1 for t in tails], device=device)  # (2P,)
+        rewards = head(hidden[torch.arange(2 * count, device=device), tail_ends]).squeeze(-1).float()  # (2P,)
+    return rewards[:count], rewards[count:]
 
 
 def scored_position(codec: ChatCodec, ids: Sequence[int]) -> int:

@@ -14,7 +14,14 @@ from llmenv.env import LLMEnv
 from llmenv.errors import VerifierError
 from llmenv.models import load_reward_model, tiny_llama
 from llmenv.types import Completion, Message, Task
-from llmenv.verifiers.reward_model import RewardModelVerifier, RunningNormalizer, encode_conversation, reward_parts
+from llmenv.verifiers.reward_model import (
+    RewardModelVerifier,
+    RunningNormalizer,
+    encode_conversation,
+    pair_rewards,
+    reward_parts,
+    sequence_rewards,
+)
 
 TASK = Task("What is 2+2?", answer="4")
 
@@ -170,3 +177,38 @@ def test_bad_arguments_are_clear_errors(rm_dir, tok):
     assert RewardModelVerifier(model, str(rm_dir))("4", TASK).reward == pytest.approx(
         RewardModelVerifier(str(rm_dir))("4", TASK).reward, abs=1e-6
     )
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False], ids=["prefix-once", "whole-sequences"])
+def test_pair_rewards_equal_whole_sequence_rewards_and_their_gradients(rm_dir, eos_pad_tok, shared_prefix):
+    model = load_reward_model(rm_dir).train()
+    codec = ChatCodec(eos_pad_tok)
+    sides = [("What is 2+2?", "It is 4.", "It is five, I think."), ("Name a prime number please.", "7", "Nine")]
+    if not shared_prefix:
+        sides = [("", "a", "b")]  # a few tokens in common only: the whole-sequence path
+    chosen, rejected = [], []
+    for prompt, good, bad in sides:
+        messages = [Message(role="user", content=prompt)] if prompt else []
+        chosen.append(encode_conversation(codec, messages, good))
+        rejected.append(encode_conversation(codec, messages, bad))
+    pad = eos_pad_tok.pad_token_id
+    calls = []
+    hook = reward_parts(model)[0].register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs),
+                                                        with_kwargs=True)  # fmt: skip
+    r_c, r_r = pair_rewards(model, [c for c, _ in chosen], [e for _, e in chosen], [r for r, _ in rejected],
+                            [e for _, e in rejected], pad=pad)  # fmt: skip
+    hook.remove()
+    assert len(calls) == (2 if shared_prefix else 1)  # the prefix pass, then both continuations on its cache
+    (r_c - 2 * r_r).sum().backward()
+    paired = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    whole = []
+    for ids, end in chosen + rejected:
+        row = torch.tensor([ids[: end + 1]])
+        whole.append(sequence_rewards(model, row, torch.ones_like(row), torch.tensor([end]))[0])
+    expected_c, expected_r = torch.stack(whole[: len(chosen)]), torch.stack(whole[len(chosen) :])
+    (expected_c - 2 * expected_r).sum().backward()
+    torch.testing.assert_close(r_c, expected_c, atol=1e-5, rtol=0)
+    torch.testing.assert_close(r_r, expected_r, atol=1e-5, rtol=0)
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(paired[name], parameter.grad, atol=1e-5, rtol=1e-4, msg=name)
