@@ -82,7 +82,8 @@ def check_steps(text: str, task: Task) -> tuple[list[tuple[int, bool]], bool]:
     the task's k-th operation and its result is exact; equations beyond the chain's length are wrong.
     """
     value, chain = int(task.meta["start"]), task.meta["chain"]
-    found, offset = [], 0
+    found: list[tuple[int, bool]] = []
+    offset = 0
     for line in text.split("\n"):
         match = _EQUATION.search(line)
         if match is not None:

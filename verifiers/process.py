@@ -342,7 +342,8 @@ class ProcessVerifier:
         if adapter.head == "token-classification":
             self.model = load_token_classifier(model, device=device)
         else:
-            self.model = load_model(model, device=device).to(device).eval()
+            self.model = load_model(model, device=device).eval()
+            torch.nn.Module.to(self.model, device)  # a loaded model is returned as it is, wherever it is
         self.model.requires_grad_(False)
         self.split: Splitter = separator if callable(separator) else (lambda text: split_steps(text, separator))
         self.aggregate, self.outcome, self.batch_size = aggregate, outcome, batch_size
