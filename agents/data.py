@@ -22,7 +22,16 @@ import torch
 from llmenv.errors import DataError
 from llmenv.types import Message
 
-__all__ = ["SPLIT_SEED", "completion_text", "epoch_batch", "held_out_split", "padded", "prompt_messages", "read_rows"]
+__all__ = [
+    "SPLIT_SEED",
+    "completion_text",
+    "epoch_batch",
+    "eval_due",
+    "held_out_split",
+    "padded",
+    "prompt_messages",
+    "read_rows",
+]
 
 SPLIT_SEED = 20_260_101
 """The held-out split (when no eval data is given) uses this seed: every run seed holds out the same rows."""
@@ -106,6 +115,18 @@ def completion_text(value: Any, where: str, key: str) -> str:
 
 def _is_message(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("role"), str) and isinstance(value.get("content"), str)
+
+
+def eval_due(config: Any, step: int, n: int) -> tuple[float, bool]:
+    """After `step` steps (1-based) of `config.batch_size` of n rows: epochs done, and whether evaluation is due.
+
+    Due every `config.eval_every` steps, or (eval_every 0) when an epoch ended within the step; always at the
+    last step (`config.steps`).
+    """
+    seen = step * config.batch_size
+    epoch_ended = seen // n > (seen - config.batch_size) // n
+    due = step % config.eval_every == 0 if config.eval_every else epoch_ended
+    return seen / n, due or step == config.steps
 
 
 def padded(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

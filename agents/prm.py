@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from llmenv.agents import trainer
 from llmenv.agents.config import above, at_least, option
-from llmenv.agents.data import epoch_batch, held_out_split, padded, prompt_messages, read_rows
+from llmenv.agents.data import epoch_batch, eval_due, held_out_split, padded, prompt_messages, read_rows
 from llmenv.agents.trainer import RunConfig, RunState
 from llmenv.errors import DataError
 from llmenv.models import load_tokenizer
@@ -245,11 +245,9 @@ def train_step(state: PRMState) -> dict[str, Any]:
     picked = epoch_batch(len(state.train_rows), cfg.batch_size, cfg.seed, state.step)
     metrics = update(state, [state.train_rows[i] for i in picked])
     state.step += 1
-    seen, n = state.step * cfg.batch_size, len(state.train_rows)
-    epoch_ended = seen // n > (seen - cfg.batch_size) // n
-    due = state.step % cfg.eval_every == 0 if cfg.eval_every else epoch_ended
-    row = {"step": state.step, **metrics, "epoch": seen / n, "dropped_rows": state.dropped}
-    if state.eval_rows and (due or state.step == cfg.steps):
+    epoch, due = eval_due(cfg, state.step, len(state.train_rows))
+    row = {"step": state.step, **metrics, "epoch": epoch, "dropped_rows": state.dropped}
+    if state.eval_rows and due:
         row.update(evaluate(state))
     row["step_time_s"] = time.perf_counter() - started
     return row

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from llmenv.agents import trainer
 from llmenv.agents.config import above, at_least, option
-from llmenv.agents.data import completion_text, epoch_batch, held_out_split, prompt_messages, read_rows
+from llmenv.agents.data import completion_text, epoch_batch, eval_due, held_out_split, prompt_messages, read_rows
 from llmenv.agents.trainer import RunConfig, RunState
 from llmenv.chat import ChatCodec
 from llmenv.errors import DataError
@@ -207,11 +207,9 @@ def train_step(state: RMState) -> dict[str, Any]:
     started = time.perf_counter()
     metrics = update(state, [state.train_pairs[i] for i in step_pairs(state, state.step)])
     state.step += 1
-    seen, n = state.step * cfg.batch_size, len(state.train_pairs)
-    epoch_ended = seen // n > (seen - cfg.batch_size) // n
-    due = state.step % cfg.eval_every == 0 if cfg.eval_every else epoch_ended
-    row = {"step": state.step, **metrics, "epoch": seen / n, "dropped_pairs": state.dropped}
-    if state.eval_pairs and (due or state.step == cfg.steps):
+    epoch, due = eval_due(cfg, state.step, len(state.train_pairs))
+    row = {"step": state.step, **metrics, "epoch": epoch, "dropped_pairs": state.dropped}
+    if state.eval_pairs and due:
         row.update(evaluate(state))
     row["step_time_s"] = time.perf_counter() - started
     return row

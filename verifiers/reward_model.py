@@ -30,6 +30,7 @@ from llmenv.chat import ChatCodec
 from llmenv.errors import VerifierError
 from llmenv.models import load_reward_model, load_tokenizer
 from llmenv.types import Completion, Message, Task, Verdict
+from llmenv.verifiers.process import step_logits
 
 __all__ = [
     "RewardModelVerifier",
@@ -63,11 +64,9 @@ def sequence_rewards(
     bf16: bool = False,
 ) -> torch.Tensor:
     """The reward of each right-padded row, read at `end_index` (B,), as a float32 (B,) tensor."""
-    trunk, head = reward_parts(model)
-    with torch.autocast(device_type=input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
-        picked = hidden[torch.arange(len(input_ids), device=input_ids.device), end_index]  # (B, H)
-        return head(picked).squeeze(-1).float()  # (B,)
+    reward_parts(model)  # a clear error for a model without a scalar head
+    rows = torch.arange(len(input_ids), device=input_ids.device)  # (B,)
+    return step_logits(model, input_ids, attention_mask, rows, end_index, bf16=bf16).squeeze(-1)  # (B,)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
