@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 from llmenv.errors import CheckpointError
+from llmenv.models import LLMENV_CONFIG
 
 CHECKPOINT, PARTIAL, OLD, FINAL = "checkpoint", ".checkpoint.partial", ".checkpoint.old", "final"
 _COMPLETE_MARK = "progress.json"  # written last: a folder without it is a partial write
@@ -84,6 +85,10 @@ def _folder_bytes(path: Path, skip: str | None = None) -> int:
 def _write_weights(folder: Path, model: Any, tokenizer: Any) -> None:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    if hasattr(model, "get_base_model"):  # a LoRA adapter: peft leaves out the base config's llmenv_* keys
+        config = model.get_base_model().config.to_dict()
+        keys = {key: value for key, value in config.items() if key.startswith("llmenv_")}
+        (folder / LLMENV_CONFIG).write_text(json.dumps(keys, indent=2))
 
 
 def save_checkpoint(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import torch
 from transformers import (
@@ -117,11 +118,14 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> PreTrainedModel:
-    """A causal LM in eval mode from an object (as is), a local folder, a Hub id or `smollm2-135m`."""
-    if isinstance(spec, PreTrainedModel):
+    """A causal LM in eval mode from an object (as is), a folder (a LoRA adapter merged), a Hub id, `smollm2-135m`."""
+    if _loaded(spec):
         return spec
     source = _locate(spec)
-    if isinstance(source, Path):
+    base = adapter_base(source)
+    if base is not None:
+        model = _merged(load_model(base, dtype=dtype), Path(source))
+    elif isinstance(source, Path):
         model = _from_local(AutoModelForCausalLM.from_pretrained, source, what="model", dtype=dtype)
     else:
         model = _from_hub(AutoModelForCausalLM.from_pretrained, source, dtype=dtype)
@@ -168,10 +172,11 @@ def _load_head_model(
     device: str | torch.device,
 ) -> PreTrainedModel:
     """A model with a classification head (`auto` class, architectures ending in `suffix`) and `num_labels` outputs."""
-    if isinstance(spec, PreTrainedModel):
+    if _loaded(spec):
         model = spec
+    elif (base := adapter_base(source := _locate(spec))) is not None:
+        model = _merged(_load_head_model(base, auto, suffix, num_labels, dtype, "cpu"), Path(source))
     else:
-        source = _locate(spec)
         read_config, load = AutoConfig.from_pretrained, auto.from_pretrained
         if isinstance(source, Path):
             config = _from_local(read_config, source, what="model config")
@@ -191,6 +196,45 @@ def _load_head_model(
     if model.config.pad_token_id is None:  # transformers refuses batches without one; llmenv pools explicitly
         model.config.pad_token_id = model.config.eos_token_id
     return model.to(device).eval()  # type: ignore[arg-type]
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+"""The file peft writes beside a LoRA adapter's weights; its `base_model_name_or_path` names the base."""
+
+LLMENV_CONFIG = "llmenv_config.json"
+"""Beside an adapter: the base config's `llmenv_*` keys (e.g. a PRM's head convention), which peft does not save."""
+
+
+def adapter_base(source: Path | str) -> str | None:
+    """The base model a LoRA adapter folder names, or None when `source` is not an adapter folder."""
+    if not isinstance(source, Path) or (source / "config.json").is_file() or not (source / ADAPTER_CONFIG).is_file():
+        return None
+    try:
+        base = json.loads((source / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelNotFoundError(f"`{source}/{ADAPTER_CONFIG}` does not name its base model ({err!r})") from None
+    if not isinstance(base, str) or not base:
+        raise ModelNotFoundError(f"`{source}/{ADAPTER_CONFIG}` has an empty base_model_name_or_path; expected a folder")
+    return base
+
+
+def _merged(base: PreTrainedModel, folder: Path) -> PreTrainedModel:
+    """`base` with the LoRA adapter (and any trained head) in `folder` merged into its weights, a plain model."""
+    try:
+        from peft import PeftModel  # noqa: PLC0415 - peft is optional (LoRA folders only)
+    except ImportError:
+        raise ModelNotFoundError(
+            f"`{folder}` is a LoRA adapter; loading it needs peft: pip install 'llmenv[peft]'"
+        ) from None
+    try:
+        merged = PeftModel.from_pretrained(base, folder).merge_and_unload()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelNotFoundError(f"`{folder}` holds no LoRA adapter that fits its base model: {err}") from err
+    extra = folder / LLMENV_CONFIG
+    if extra.is_file():
+        for key, value in json.loads(extra.read_text()).items():
+            setattr(merged.config, key, value)
+    return merged
 
 
 def tiny_llama(
@@ -225,7 +269,12 @@ def tiny_llama(
     return model.eval()
 
 
-def _locate(spec: str | os.PathLike[str]) -> Path | str:
+def _loaded(spec: object) -> TypeGuard[PreTrainedModel]:
+    """Whether `spec` is a built model (transformers', or a peft model wrapping one, typed alike) rather than a name."""
+    return isinstance(spec, PreTrainedModel) or (isinstance(spec, torch.nn.Module) and hasattr(spec, "get_base_model"))
+
+
+def _locate(spec: object) -> Path | str:
     """A local folder (existing, or the embedded model's cache folder) or a Hub id; else raise."""
     if isinstance(spec, str) and spec.strip().lower() in EMBEDDED_MODEL_NAMES:
         return _embedded_model_dir()

@@ -181,6 +181,17 @@ def test_folder_without_model_files_names_the_folder(tmp_path):
         models.load_tokenizer(empty)
 
 
+def test_an_adapter_folder_must_name_a_base_that_fits(tmp_path, tiny_dir):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match="adapter_config.json` does not name its base model"):
+        models.load_model(adapter)
+    (adapter / "adapter_config.json").write_text(f'{{"base_model_name_or_path": "{tiny_dir}", "peft_type": "LORA"}}')
+    with pytest.raises(ModelNotFoundError, match="holds no LoRA adapter that fits its base model"):
+        models.load_reward_model(adapter)  # no adapter weights beside the config
+
+
 @pytest.mark.parametrize("spec", ["", "   ", 3])
 def test_nonsense_specs_are_rejected(spec):
     with pytest.raises(ModelNotFoundError, match="Expected a model name, a local path"):

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import torch
 
 from llmenv.errors import ModelNotFoundError, VerifierError
-from llmenv.models import load_model, load_token_classifier, load_tokenizer, resolve_model_dir
+from llmenv.models import LLMENV_CONFIG, load_model, load_token_classifier, load_tokenizer, resolve_model_dir
 from llmenv.types import Message, StepScore, Task, Verdict
 from llmenv.verifiers.base import VerifierFn, call_verifier_batch
 
@@ -252,10 +252,13 @@ def saved_adapter(model: Any) -> str | None:
     if isinstance(model, torch.nn.Module):
         return getattr(getattr(model, "config", None), ADAPTER_KEY, None)
     try:
-        config = Path(resolve_model_dir(model)) / "config.json"
+        folder = Path(resolve_model_dir(model))
     except ModelNotFoundError:  # a Hub id: nothing local to read
         return None
-    return json.loads(config.read_text()).get(ADAPTER_KEY) if config.is_file() else None
+    for name in ("config.json", LLMENV_CONFIG):  # a whole model's config, else a LoRA adapter's llmenv keys
+        if (folder / name).is_file():
+            return json.loads((folder / name).read_text()).get(ADAPTER_KEY)
+    return None
 
 
 def _head_parts(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -194,6 +194,12 @@ def test_lora_trains_only_the_adapter(tiny_dir, tmp_path):
     trainable = [n for n, p in state.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n for n in trainable)
     assert (tmp_path / "final" / "adapter_model.safetensors").exists()
+    loaded = llmenv.models.load_model(tmp_path / "final")  # `--model out/final` elsewhere: the adapter merged
+    ids = torch.tensor([[5, 9, 13, 21]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, state.model.eval()(ids).logits, rtol=0, atol=1e-5)
+        moved = (loaded(ids).logits - llmenv.models.load_model(tiny_dir)(ids).logits).abs().max()
+    assert moved > 1e-4  # the adapter's step is in the loaded weights
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path):

@@ -18,7 +18,7 @@ from llmenv.errors import DataError
 from llmenv.models import load_tokenizer
 from llmenv.tasks.chain import ChainVerifier, generate_chain, solution_steps
 from llmenv.types import Task
-from llmenv.verifiers.process import ProcessVerifier, SeparatorClassifier
+from llmenv.verifiers.process import ProcessVerifier, RLHFlow, SeparatorClassifier
 
 REQUIRED = {"step", "loss", "step_accuracy", "grad_norm", "tokens", "labelled_steps", "epoch", "step_time_s"}
 
@@ -98,6 +98,20 @@ def test_a_tiny_prm_learns_and_scores_as_a_process_verifier(tiny_dir, data, tmp_
         two_way, _ = prm.row_logits(state, encode_rows([("r", step_rows(2)[1])], state.adapter))
     again = verifier("x0 = ok\nx1 = bad\nx2 = bad", Task("check 1"))
     assert two_way.softmax(-1)[:, 1].tolist() == pytest.approx([s.score for s in again.steps], abs=1e-5)
+
+
+def test_a_lora_prms_adapter_folder_keeps_its_head_convention_and_scores(tiny_dir, data, tmp_path):
+    state = train(config(tiny_dir, data, tmp_path, steps=3, lora_rank=4, adapter="rlhflow"), progress=False)
+    final = tmp_path / "final"
+    assert not (final / "config.json").exists() and json.loads((final / "llmenv_config.json").read_text()) == {
+        "llmenv_prm_adapter": "rlhflow"
+    }
+    verifier = ProcessVerifier(str(final), separator="\n")  # the convention from the adapter folder
+    assert isinstance(verifier.adapter, RLHFlow)
+    with torch.no_grad():
+        two_way, _ = prm.row_logits(state, encode_rows([("r", step_rows(2)[1])], state.adapter))
+    verdict = verifier("x0 = ok\nx1 = bad\nx2 = bad", Task("check 1"))
+    assert two_way.softmax(-1)[:, 1].tolist() == pytest.approx([s.score for s in verdict.steps], abs=1e-5)
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_dir, data, tmp_path):

@@ -88,6 +88,18 @@ def test_training_scores_the_position_the_verifier_scores(tiny_dir, data, tmp_pa
     assert float(r_rejected) == pytest.approx(scorer("no idea", task).reward, abs=1e-5)
 
 
+def test_a_lora_reward_models_adapter_folder_scores_as_the_trained_model(tiny_dir, data, tmp_path):
+    state = train(config(tiny_dir, data, tmp_path, steps=3, lora_rank=4), progress=False)
+    final = tmp_path / "final"
+    assert (final / "adapter_config.json").is_file() and not (final / "config.json").exists()  # the adapter alone
+    trained, loaded = RewardModelVerifier(state.model, state.tokenizer), RewardModelVerifier(str(final))
+    assert not hasattr(loaded.model, "get_base_model")  # merged into a plain model
+    task = Task("what is 0 + 1?")
+    for completion in ("The answer is 1.", "no idea"):  # the trained head and the LoRA deltas both came back
+        assert loaded(completion, task).reward == pytest.approx(trained(completion, task).reward, abs=1e-5)
+    assert loaded("no idea", task).reward != pytest.approx(RewardModelVerifier(tiny_dir)("no idea", task).reward)
+
+
 def test_resume_equals_an_uninterrupted_run(tiny_dir, data, tmp_path):
     train(config(tiny_dir, data, tmp_path / "straight", steps=6), progress=False)
     train(config(tiny_dir, data, tmp_path / "resumed", steps=4, save_every=2), progress=False)
