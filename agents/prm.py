@@ -17,7 +17,6 @@ This file holds the config, the loss, the metrics and the update; the loop is `a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 
 from llmenv.agents import trainer
 from llmenv.agents.config import above, at_least, option
-from llmenv.agents.data import epoch_batch, eval_due, held_out_split, padded, prompt_messages, read_rows
+from llmenv.agents.data import held_out_split, padded, prompt_messages, read_rows
 from llmenv.agents.trainer import RunConfig, RunState
 from llmenv.errors import DataError
 from llmenv.models import load_tokenizer
@@ -240,17 +239,8 @@ def evaluate(state: PRMState) -> dict[str, float]:
 
 def train_step(state: PRMState) -> dict[str, Any]:
     """One step: its rows, the update, and the held-out evaluation when one is due."""
-    cfg = state.config
-    started = time.perf_counter()
-    picked = epoch_batch(len(state.train_rows), cfg.batch_size, cfg.seed, state.step)
-    metrics = update(state, [state.train_rows[i] for i in picked])
-    state.step += 1
-    epoch, due = eval_due(cfg, state.step, len(state.train_rows))
-    row = {"step": state.step, **metrics, "epoch": epoch, "dropped_rows": state.dropped}
-    if state.eval_rows and due:
-        row.update(evaluate(state))
-    row["step_time_s"] = time.perf_counter() - started
-    return row
+    held_out = evaluate if state.eval_rows else None
+    return trainer.offline_step(state, state.train_rows, update, held_out, dropped_rows=state.dropped)
 
 
 def _status(metrics: dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ the loop, logs and checkpoints are `agents/trainer.py`'s.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 
 from llmenv.agents import trainer
 from llmenv.agents.config import above, at_least, option
-from llmenv.agents.data import completion_text, epoch_batch, eval_due, held_out_split, prompt_messages, read_rows
+from llmenv.agents.data import completion_text, epoch_batch, held_out_split, prompt_messages, read_rows
 from llmenv.agents.trainer import RunConfig, RunState
 from llmenv.chat import ChatCodec
 from llmenv.errors import DataError
@@ -203,16 +202,8 @@ def evaluate(state: RMState) -> dict[str, float]:
 
 def train_step(state: RMState) -> dict[str, Any]:
     """One step: its pairs, the update, and the held-out evaluation when one is due."""
-    cfg = state.config
-    started = time.perf_counter()
-    metrics = update(state, [state.train_pairs[i] for i in step_pairs(state, state.step)])
-    state.step += 1
-    epoch, due = eval_due(cfg, state.step, len(state.train_pairs))
-    row = {"step": state.step, **metrics, "epoch": epoch, "dropped_pairs": state.dropped}
-    if state.eval_pairs and due:
-        row.update(evaluate(state))
-    row["step_time_s"] = time.perf_counter() - started
-    return row
+    held_out = evaluate if state.eval_pairs else None
+    return trainer.offline_step(state, state.train_pairs, update, held_out, dropped_pairs=state.dropped)
 
 
 def _status(metrics: dict[str, Any]) -> str:

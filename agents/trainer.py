@@ -19,7 +19,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -37,6 +37,7 @@ from llmenv.agents.checkpoint import (
     save_checkpoint,
 )
 from llmenv.agents.config import above, at_least, check_config, option
+from llmenv.agents.data import epoch_batch, eval_due
 from llmenv.agents.policy import HFPolicy, SamplingParams
 from llmenv.agents.rollout import RolloutBatch, rollout, to_batch
 from llmenv.agents.runlog import RunLog
@@ -144,6 +145,7 @@ class LearnerState(RunState):
 
 
 _State = TypeVar("_State", bound=RunState)
+_Run = TypeVar("_Run", bound=RunState)
 _Config = TypeVar("_Config", bound=RunConfig)
 
 
@@ -360,6 +362,27 @@ def timed_step(
     state.step += 1
     shared = rollout_metrics(batch, generation_s=generated - started, update_s=finished - generated, passes=passes)
     return {"step": state.step, "reward_mean": shared["reward_mean"], **metrics, **shared}
+
+
+def offline_step(
+    state: _Run,
+    rows: Sequence[Any],
+    update: Callable[[_Run, list[Any]], dict[str, float]],
+    evaluate: Callable[[_Run], dict[str, float]] | None,
+    **logged: Any,
+) -> dict[str, Any]:
+    """One step of an offline learner: the step's rows of the seeded epoch order (`epoch_batch`), `update`,
+    and `evaluate` (held-out metrics; None: no held-out rows) when `eval_due`; `logged` joins the row."""
+    cfg = state.config
+    started = time.perf_counter()
+    metrics = update(state, [rows[i] for i in epoch_batch(len(rows), cfg.batch_size, cfg.seed, state.step)])
+    state.step += 1
+    epoch, due = eval_due(cfg, state.step, len(rows))
+    row = {"step": state.step, **metrics, "epoch": epoch, **logged}
+    if evaluate is not None and due:
+        row.update(evaluate(state))
+    row["step_time_s"] = time.perf_counter() - started
+    return row
 
 
 def train(

@@ -3,7 +3,8 @@
 `llmenv tasks` lists registered ids; `llmenv rollout --task ID --model M` plays episodes and reports
 mean reward and accuracy (optionally writing every episode, `Episode.to_json`, to JSONL); `llmenv
 eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains a policy on a task and
-`llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs, which `llmenv pairs` makes
+`llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs (`llmenv train dpo --data
+FILE` a policy on them, with DPO, its variants or KTO), which `llmenv pairs` makes
 from a task (sampled completions, solved vs unsolved) and `llmenv cai` from a constitution (chosen = the
 model's revision of its response after its own critique); `llmenv demo` trains the
 embedded SmolLM2-135M-Instruct on `llmenv/arith-demo-v0` and measures before and after. This module
@@ -29,8 +30,9 @@ from rich.markup import escape
 from rich.table import Table
 
 import llmenv
-from llmenv.agents import grpo, ppo, prm, rm
+from llmenv.agents import dpo, grpo, ppo, prm, rm
 from llmenv.agents.config import add_config_flags, config_from_args, parse_params, to_flags
+from llmenv.agents.dpo import DPOConfig
 from llmenv.agents.grpo import GRPOConfig
 from llmenv.agents.ppo import PPOConfig
 from llmenv.agents.prm import PRMConfig
@@ -262,6 +264,11 @@ def cmd_train_prm(args: argparse.Namespace) -> int:
     return _train("prm", config_from_args(PRMConfig, args), prm.train)
 
 
+def cmd_train_dpo(args: argparse.Namespace) -> int:
+    """Train a policy offline on preference pairs (DPO and its family) or KTO rows."""
+    return _train("dpo", config_from_args(DPOConfig, args), dpo.train)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """GRPO on the embedded SmolLM2-135M-Instruct: held-out accuracy before, training, accuracy after."""
     from llmenv.agents.evaluate import evaluate
@@ -420,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     prm_flags.description = PRMConfig.__doc__
     add_config_flags(prm_flags, PRMConfig)
     prm_flags.set_defaults(func=cmd_train_prm)
+    dpo_flags = learners.add_parser("dpo", help="offline DPO/cDPO/rDPO/IPO/SimPO/ORPO on pairs, or KTO (--data FILE)")
+    dpo_flags.description = DPOConfig.__doc__
+    add_config_flags(dpo_flags, DPOConfig)
+    dpo_flags.set_defaults(func=cmd_train_dpo)
 
     demo = sub.add_parser(
         "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults

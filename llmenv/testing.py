@@ -3,13 +3,17 @@
 Tests of environments, verifiers and learners need a real tokenizer (real merges, real special
 tokens, a real chat template) but not a 49k vocabulary. `tiny_tokenizer()` trains one in about a
 tenth of a second from a built-in corpus; `fake_task()` registers the one small task that wrapper,
-vector and learner tests share. Nothing here is used by the library at run time.
+vector and learner tests share; `write_jsonl` and `metric_rows` write a learner's data and read its
+log. Nothing here is used by the library at run time.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerFast
@@ -89,3 +93,14 @@ def fake_task(
 
     tasks = [Task(f"Repeat the number {i}.", answer=str(i), meta={"i": i}) for i in range(count)]
     return register_task(f"llmenv-test/{name}", source=tasks, verifier=verifier, env=env, replace=True, **defaults)
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> str:
+    """Write `rows` as JSON lines to `path`; the path as a string (a `--data` value)."""
+    Path(path).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def metric_rows(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a run's `out/metrics.jsonl`, one per step."""
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from llmenv.agents.scoring import completion_logprobs
 from llmenv.errors import CheckpointError, ConfigError
 from llmenv.models import load_model
 from llmenv.tasks.arith import generate_arith
+from llmenv.testing import metric_rows
 from llmenv.types import Trajectory, Turn
 from llmenv.verifiers.base import Rubric
 from llmenv.verifiers.format import BoxedFormat
@@ -86,10 +86,6 @@ def run(tiny_dir, out, **overrides):
     return train(config(tiny_dir, out, **overrides), progress=False)
 
 
-def rows(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def finite(row, keys=REQUIRED):
     return all(isinstance(row[k], (int, float)) and math.isfinite(row[k]) for k in keys - {"explained_variance"})
 
@@ -104,7 +100,7 @@ def test_two_steps_change_policy_and_critic_and_log_finite_metrics(tiny_dir, tmp
     critic_moved = [k for k, v in state.critic.state_dict().items() if not torch.equal(v, critic_before[k])]
     assert critic_moved, "training did not change any critic parameter"
     assert isinstance(state.critic, ValueHead if critic == "head" else ValueModel)
-    logged = rows(tmp_path)
+    logged = metric_rows(tmp_path)
     assert [r["step"] for r in logged] == [1, 2]
     for row in logged:
         assert REQUIRED <= set(row) and finite(row), row
@@ -137,7 +133,7 @@ def test_critic_warmup_trains_only_the_critic(tiny_dir, tmp_path):
     state = run(tiny_dir, tmp_path, steps=2, critic_warmup_steps=2)
     for key, value in state.model.state_dict().items():
         assert torch.equal(value, policy_before[key]), f"{key} moved during the critic warm-up"
-    logged = rows(tmp_path)
+    logged = metric_rows(tmp_path)
     assert all(r["critic_warmup"] == 1.0 and r["grad_norm"] == 0.0 for r in logged)
     assert any(r["returns_mean"] != 0 for r in logged), "the test needs some reward to fit"
     assert all(r["critic_grad_norm"] > 0 for r in logged if r["returns_mean"] != 0)
@@ -167,7 +163,7 @@ def test_the_kl_penalty_sits_in_the_reward_or_in_the_loss(tiny_dir, tmp_path, mo
     rollout, outcome = seen["loss"][1]
     first = rollout.rows.loss_mask.argmax(1)
     torch.testing.assert_close(rollout.returns[torch.arange(len(first)), first], outcome.sum(1))
-    assert rows(tmp_path / "loss")[1]["kl"] != 0.0
+    assert metric_rows(tmp_path / "loss")[1]["kl"] != 0.0
 
 
 def test_plain_sampling_reuses_the_samplers_logprobs_which_equal_a_policy_forward(tiny_dir, tmp_path, monkeypatch):
@@ -196,7 +192,7 @@ def test_plain_sampling_reuses_the_samplers_logprobs_which_equal_a_policy_forwar
 
 def test_adaptive_kl_moves_the_coefficient_by_zieglers_rule(tiny_dir, tmp_path):
     run(tiny_dir, tmp_path, steps=2, kl_target=1e-4, kl_horizon=10)
-    logged = rows(tmp_path)
+    logged = metric_rows(tmp_path)
     # step 1 samples from the reference itself: KL 0 < target, error clipped to -0.2, 6 sequences, horizon 10
     assert logged[0]["kl_coef"] == 0.05 and logged[0]["kl_per_sequence"] == pytest.approx(0.0, abs=1e-6)
     assert logged[1]["kl_coef"] == pytest.approx(0.05 * (1 - 0.2 * 6 / 10), rel=1e-9)
@@ -215,13 +211,13 @@ def test_adaptive_kl_moves_the_coefficient_by_zieglers_rule(tiny_dir, tmp_path):
 )
 def test_every_option_trains_with_finite_metrics(tiny_dir, tmp_path, overrides):
     state = run(tiny_dir, tmp_path, **overrides)
-    for row in rows(tmp_path):
+    for row in metric_rows(tmp_path):
         assert finite(row), row
     if overrides.get("kl_coef") == 0.0:
         assert state.reference is None  # no KL asked for: no reference model loaded
     if "target_kl" in overrides:
         # the first minibatch sees ratio 1 (approx KL 0) and steps; a later one passes 1e-9 and stops the update
-        assert all(r["early_stopped"] == 1.0 and 1 <= r["optimizer_steps"] < 6 for r in rows(tmp_path))
+        assert all(r["early_stopped"] == 1.0 and 1 <= r["optimizer_steps"] < 6 for r in metric_rows(tmp_path))
 
 
 def test_lora_policy_with_a_value_head(tiny_dir, tmp_path):
@@ -249,8 +245,8 @@ def test_resume_equals_an_uninterrupted_run_critic_included(tiny_dir, tmp_path, 
     for a, b in zip(moments, again):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert resumed.kl_coef.value == pytest.approx(straight.kl_coef.value, abs=1e-12)
-    value_losses = [r["value_loss"] for r in rows(tmp_path / "straight")]
-    assert [r["value_loss"] for r in rows(tmp_path / "resumed")] == value_losses
+    value_losses = [r["value_loss"] for r in metric_rows(tmp_path / "straight")]
+    assert [r["value_loss"] for r in metric_rows(tmp_path / "resumed")] == value_losses
 
 
 def test_resume_with_the_other_critic_is_a_checkpoint_error(tiny_dir, tmp_path):
@@ -285,7 +281,7 @@ def test_episodes_whose_verifier_failed_are_left_out_and_counted(tiny_dir, tmp_p
     errored = seen["errored"]
     assert 0 < int(errored.sum()) < len(errored), "the test needs some rows to fail and some to pass"
     assert seen["rows"] == int((~errored).sum())  # only scored rows reach the loss
-    row = rows(tmp_path)[0]
+    row = metric_rows(tmp_path)[0]
     assert row["verifier_error_fraction"] == pytest.approx(float(errored.float().mean()))
     assert row["kept"] == pytest.approx(1 - float(errored.float().mean()))
 
@@ -304,7 +300,7 @@ def test_multi_turn_rewards_stay_on_policy_tokens_and_gae_skips_env_tokens(tiny_
     run(tiny_dir, tmp_path, **task, steps=1, kl_coef=0.0, whiten_advantages=False, gamma=0.9)
     rollout = seen[0]
     mask = rollout.rows.loss_mask
-    assert rows(tmp_path)[0]["turns_mean"] > 1, "retry episodes with several policy turns were expected"
+    assert metric_rows(tmp_path)[0]["turns_mean"] > 1, "retry episodes with several policy turns were expected"
     assert (rollout.advantages[mask == 0] == 0).all() and (rollout.returns[mask == 0] == 0).all()
     assert (rollout.rows.token_rewards[mask == 0] == 0).all()  # rewards never sit on env or prompt tokens
     for row in range(len(mask)):  # each row equals plain GAE on its policy tokens alone
@@ -455,6 +451,6 @@ def test_cli_trains_smollm2_with_ppo_for_two_steps(tmp_path):
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    logged = rows(tmp_path)
+    logged = metric_rows(tmp_path)
     assert [r["step"] for r in logged] == [1, 2] and all(r["tokens"] > 0 and finite(r) for r in logged)
     assert (tmp_path / "final" / "model.safetensors").exists() and "final export" in proc.stdout

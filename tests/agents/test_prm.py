@@ -17,6 +17,7 @@ from llmenv.agents.prm import PRMConfig, encode_rows, first_error, step_f1, step
 from llmenv.errors import DataError
 from llmenv.models import load_tokenizer
 from llmenv.tasks.chain import ChainVerifier, generate_chain, solution_steps
+from llmenv.testing import metric_rows, write_jsonl
 from llmenv.types import Task
 from llmenv.verifiers.process import ProcessVerifier, RLHFlow, SeparatorClassifier
 
@@ -44,11 +45,6 @@ def step_rows(n: int) -> list[dict]:
     return rows
 
 
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_jsonl(tmp_path_factory.mktemp("steps") / "steps.jsonl", step_rows(40))
@@ -58,10 +54,6 @@ def config(tiny_dir, data, out, **overrides) -> PRMConfig:
     base = dict(model=tiny_dir, data=data, steps=12, batch_size=8, lr=3e-3, out=str(out), micro_batch=8, seed=0)
     base.update(overrides)
     return PRMConfig(**base)
-
-
-def rows(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_labels_sit_on_each_separators_token_of_the_text_tokenised_once(tiny_dir):
@@ -79,7 +71,7 @@ def test_labels_sit_on_each_separators_token_of_the_text_tokenised_once(tiny_dir
 
 def test_a_tiny_prm_learns_and_scores_as_a_process_verifier(tiny_dir, data, tmp_path):
     state = train(config(tiny_dir, data, tmp_path), progress=False)
-    logged = rows(tmp_path)
+    logged = metric_rows(tmp_path)
     assert [r["step"] for r in logged] == list(range(1, 13))
     assert all(math.isfinite(r[k]) for r in logged for k in REQUIRED)
     assert logged[-1]["loss"] < 0.5 * logged[0]["loss"]
@@ -122,7 +114,8 @@ def test_resume_equals_an_uninterrupted_run(tiny_dir, data, tmp_path):
     resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
     for key, value in straight.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
-    assert [r["loss"] for r in rows(tmp_path / "resumed")] == [r["loss"] for r in rows(tmp_path / "straight")]
+    losses = [r["loss"] for r in metric_rows(tmp_path / "straight")]
+    assert [r["loss"] for r in metric_rows(tmp_path / "resumed")] == losses
 
 
 def test_a_task_with_step_data_trains_a_causal_lm_prm_with_the_rlhflow_head(tiny_dir, tmp_path):
@@ -131,7 +124,7 @@ def test_a_task_with_step_data_trains_a_causal_lm_prm_with_the_rlhflow_head(tiny
                   lr=1e-3, out=str(tmp_path), seed=0, task_params={"steps": 2}),
         progress=False,
     )  # fmt: skip
-    logged = rows(tmp_path)
+    logged = metric_rows(tmp_path)
     assert len(logged) == 2 and logged[0]["labelled_steps"] == 12  # 4 rows x (2 equations + the box)
     assert json.loads((tmp_path / "final" / "config.json").read_text())["llmenv_prm_adapter"] == "rlhflow"
     verifier = ProcessVerifier(str(tmp_path / "final"), separator="\n", outcome=ChainVerifier())
@@ -176,7 +169,7 @@ def test_cli_without_data_prints_one_line_and_trains_with_it(tiny_dir, data, tmp
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"plot: {tmp_path}/reward.png" in proc.stdout and [r["step"] for r in rows(tmp_path)] == [1, 2]
+    assert f"plot: {tmp_path}/reward.png" in proc.stdout and [r["step"] for r in metric_rows(tmp_path)] == [1, 2]
 
 
 def test_a_trained_prm_rewards_grpo_through_the_prm_flag(tiny_dir, data, tmp_path):
@@ -192,7 +185,7 @@ def test_a_trained_prm_rewards_grpo_through_the_prm_flag(tiny_dir, data, tmp_pat
     )  # fmt: skip
     verifier = state.env.envs[0].verifier
     assert isinstance(verifier, ProcessVerifier) and isinstance(verifier.outcome, ChainVerifier)
-    (row,) = rows(tmp_path / "grpo")
+    (row,) = metric_rows(tmp_path / "grpo")
     assert row["steps_mean"] > 0 and 0 < row["step_reward_mean"] < 1 and "parts/prm" in row and "parts/correct" in row
 
 
@@ -206,11 +199,11 @@ def test_smollm2_prm_trained_on_the_chain_task_rewards_grpo_and_ppo(tmp_path):
 
     llmenv_cli("train", "prm", "--task", "llmenv/arith-chain-v0", "--param", "steps=2", "--rows", "24", "--steps",
                "2", "--batch-size", "4", "--bf16", "--out", str(tmp_path / "prm"))  # fmt: skip
-    held = rows(tmp_path / "prm")[-1]
+    held = metric_rows(tmp_path / "prm")[-1]
     assert all(math.isfinite(held[k]) for k in ("eval_step_f1", "eval_first_error_accuracy", "loss"))
     for learner in ("grpo", "ppo"):
         llmenv_cli("train", learner, "--task", "llmenv/arith-chain-v0", "--param", "steps=2", "--prm",
                    str(tmp_path / "prm" / "final"), "--steps", "1", "--prompts-per-step", "2", "--group-size", "2",
                    "--max-new-tokens", "32", "--bf16", "--out", str(tmp_path / learner))  # fmt: skip
-        (row,) = rows(tmp_path / learner)
+        (row,) = metric_rows(tmp_path / learner)
         assert row["steps_mean"] >= 1 and 0 < row["step_reward_mean"] < 1 and math.isfinite(row["loss"])

@@ -15,6 +15,7 @@ from llmenv.agents import rm
 from llmenv.agents.rm import RMConfig, bradley_terry_loss, read_pairs, train
 from llmenv.chat import ChatCodec
 from llmenv.errors import DataError
+from llmenv.testing import metric_rows, write_jsonl
 from llmenv.types import Task
 from llmenv.verifiers.reward_model import RewardModelVerifier, encode_conversation
 
@@ -38,11 +39,6 @@ def pair_rows(n: int) -> list[dict]:
     ]
 
 
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_jsonl(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", pair_rows(40))
@@ -54,14 +50,10 @@ def config(tiny_dir, data, out, **overrides) -> RMConfig:
     return RMConfig(**base)
 
 
-def rows(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_a_tiny_reward_model_learns_the_pairs_and_scores_them_as_a_verifier(tiny_dir, data, tmp_path):
     before = {k: v.clone() for k, v in RewardModelVerifier(tiny_dir).model.state_dict().items()}
     state = train(config(tiny_dir, data, tmp_path), progress=False)
-    logged = rows(tmp_path)
+    logged = metric_rows(tmp_path)
     assert [r["step"] for r in logged] == list(range(1, 13))
     assert all(math.isfinite(r[k]) for r in logged for k in REQUIRED)
     assert logged[-1]["loss"] < 0.5 * logged[0]["loss"]
@@ -108,7 +100,8 @@ def test_resume_equals_an_uninterrupted_run(tiny_dir, data, tmp_path):
     resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
     for key, value in straight.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
-    assert [r["loss"] for r in rows(tmp_path / "resumed")] == [r["loss"] for r in rows(tmp_path / "straight")]
+    losses = [r["loss"] for r in metric_rows(tmp_path / "straight")]
+    assert [r["loss"] for r in metric_rows(tmp_path / "resumed")] == losses
 
 
 def test_each_epoch_visits_every_pair_once_in_a_seeded_order(tiny_dir, data, tmp_path):
@@ -199,4 +192,4 @@ def test_cli_trains_and_reports_the_plot_and_weights(tiny_dir, data, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"plot: {tmp_path}/reward.png" in proc.stdout and (tmp_path / "final" / "config.json").exists()
-    assert [r["step"] for r in rows(tmp_path)] == [1, 2]
+    assert [r["step"] for r in metric_rows(tmp_path)] == [1, 2]
