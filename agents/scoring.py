@@ -6,12 +6,13 @@ CPU cost of a training step. Here the decoder runs once, its hidden states are s
 positions that predict policy tokens, and the LM head runs on those rows only, in chunks, so
 no full-vocabulary log-softmax over the batch ever exists; with several chunks, each chunk's
 logits are recomputed in backward rather than kept, so memory stays at one chunk of logits.
-Rows that start with the same tokens (a GRPO group shares its prompt; every row shares the chat
-template's system block) run that prefix through the decoder once. While the batch is short
-enough, it is scored as one packed sequence (the prefix, then each row's attended tokens, with a
-block mask and per-row positions): every weight matrix then runs once, over no padding, and
-gradients from all rows flow back into the one prefix. Otherwise the prefix's keys and values
-are computed once and expanded to every row. This module scores; it never samples or updates
+Rows that start with the same tokens (a GRPO group shares its prompt, a preference pair its
+prompt, and every row the chat template's system block) run those tokens through the decoder once.
+While the batch is short enough, it is scored as one packed sequence of a prefix tree (every
+distinct attended prefix once: a node per token, each attending to its ancestors, at its row's
+positions): every weight matrix then runs once, over no padding and no repeated prefix, and
+gradients from all rows flow back into the shared nodes. Otherwise the prefix all rows share has
+its keys and values computed once and expanded to every row. This module scores; it never samples or updates
 weights.
 """
 
@@ -22,6 +23,7 @@ import inspect
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.utils.checkpoint
 
@@ -211,12 +213,16 @@ def shared_prefix_cache(module: Any, prefix_ids: torch.Tensor, rows: int, **kwar
 
 
 def _hidden_states(decoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The decoder's last hidden states (B, L, H), running a prefix shared by all rows only once."""
-    prefix = shared_prefix_length(input_ids, attention_mask)
-    if prefix < MIN_SHARED_PREFIX or input_ids.shape[0] < 2:
+    """The decoder's last hidden states (B, L, H), running the tokens rows share (a prefix) only once."""
+    if input_ids.shape[0] < 2:
         return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    if _packing_pays(decoder, prefix, attention_mask):
-        return _packed_hidden_states(decoder, input_ids, attention_mask, prefix)
+    tree = prefix_tree(input_ids, attention_mask)
+    saved = int(attention_mask.sum()) - len(tree.ids)
+    if saved >= MIN_SHARED_PREFIX and _packing_pays(decoder, len(tree.ids)):
+        return _packed_hidden_states(decoder, tree)
+    prefix = shared_prefix_length(input_ids, attention_mask)
+    if prefix < MIN_SHARED_PREFIX:
+        return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     shared = None
     if not getattr(decoder, "gradient_checkpointing", False):
         shared = shared_prefix_cache(decoder, input_ids[:1, :prefix], input_ids.shape[0])
@@ -228,8 +234,49 @@ def _hidden_states(decoder: Any, input_ids: torch.Tensor, attention_mask: torch.
     return torch.cat([head.last_hidden_state.expand(input_ids.shape[0], -1, -1), tail], dim=1)  # (B, L, H)
 
 
-def _packing_pays(decoder: Any, prefix: int, attention_mask: torch.Tensor) -> bool:
-    """Whether to score the batch as one packed sequence: the shared prefix once, then every row's attended tail.
+class PrefixTree(NamedTuple):
+    """A batch's attended tokens with every prefix rows share kept once: a token tree in creation order.
+
+    Node i is a token (`ids[i]`) at a column (`positions[i]`) after its parent node (`parents[i]`, -1 at
+    a row's first token); two rows share a node while their attended tokens so far are the same.
+    `where[b, c]` is the node of row b's column c (0 at unattended columns).
+    """
+
+    ids: torch.Tensor
+    positions: torch.Tensor
+    parents: list[int]
+    where: torch.Tensor
+
+
+def prefix_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PrefixTree:
+    """The rows' attended tokens as a `PrefixTree`: a GRPO group's prompt, a preference pair's prompt, once each."""
+    rows, width = input_ids.shape
+    ids, attended = input_ids.tolist(), attention_mask.bool().tolist()
+    index: dict[tuple[int, int, int], int] = {}
+    tokens: list[int] = []
+    positions: list[int] = []
+    parents: list[int] = []
+    where = [[0] * width for _ in range(rows)]
+    for row in range(rows):
+        node = -1
+        for column in range(width):
+            if not attended[row][column]:
+                continue
+            key = (node, column, ids[row][column])
+            found = index.get(key)
+            if found is None:
+                found = index[key] = len(tokens)
+                tokens.append(ids[row][column])
+                positions.append(column)
+                parents.append(node)
+            node = where[row][column] = found
+    device = input_ids.device
+    return PrefixTree(torch.tensor(tokens, device=device), torch.tensor(positions, device=device), parents,
+                      torch.tensor(where, device=device))  # fmt: skip
+
+
+def _packing_pays(decoder: Any, packed: int) -> bool:
+    """Whether to score the batch as one packed sequence of `packed` tokens (a `PrefixTree`'s nodes).
 
     Packing takes an explicit 4-D mask (SDPA or eager attention only). It runs each weight matrix
     once over exactly the tokens that exist, but its attention covers all N x N pairs of the packed
@@ -238,7 +285,6 @@ def _packing_pays(decoder: Any, prefix: int, attention_mask: torch.Tensor) -> bo
     config = getattr(decoder, "config", None)
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
-    packed = prefix + int(attention_mask[:, prefix:].sum())
     window = getattr(config, "sliding_window", None)
     if isinstance(window, int) and window < packed:  # the block mask would not apply the window
         return False
@@ -247,32 +293,23 @@ def _packing_pays(decoder: Any, prefix: int, attention_mask: torch.Tensor) -> bo
     return 0 < attention_flops <= matmul_flops / 4
 
 
-def _packed_hidden_states(
-    decoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: int
-) -> torch.Tensor:
-    """Hidden states (B, L, H) from one pass over [prefix, row 0's tail, row 1's tail, ...] with a block mask.
+def _packed_hidden_states(decoder: Any, tree: PrefixTree) -> torch.Tensor:
+    """Hidden states (B, L, H) from one pass over a `PrefixTree`'s nodes with a tree mask.
 
-    Each tail token attends to the prefix and to its own row's earlier tokens, at the position it
-    has in its row, so every row sees exactly what an unpacked pass shows it. Unattended (padding)
-    positions are left out of the pass; their hidden states are those of position 0 (never scored).
+    Each node attends to itself and its ancestors (the row's earlier attended tokens), at the column
+    it has in its row, so every row sees exactly what an unpacked pass shows it. Unattended (padding)
+    columns read node 0's hidden state (never scored).
     """
-    rows, width = input_ids.shape
-    device = input_ids.device
-    tail = attention_mask[:, prefix:].bool()  # (B, L - P)
-    row_of = torch.arange(rows, device=device)[:, None].expand_as(tail)[tail]  # (T,) row of each tail token
-    col_of = torch.arange(prefix, width, device=device).expand_as(tail)[tail]  # (T,) position in its row
-    segment = torch.cat([torch.full((prefix,), -1, device=device), row_of])  # (N,) -1 = the shared prefix
-    position = torch.cat([torch.arange(prefix, device=device), col_of])  # (N,)
-    ids = torch.cat([input_ids[0, :prefix], input_ids[:, prefix:][tail]])  # (N,)
-    visible = (position[None, :] <= position[:, None]) & (
-        (segment[None, :] == -1) | (segment[None, :] == segment[:, None])
-    )  # (N, N) query i may attend key j
+    count = len(tree.parents)
+    visible = np.zeros((count, count), dtype=bool)  # (N, N) query i may attend key j: j is i or an ancestor
+    for node, parent in enumerate(tree.parents):  # a parent is always created before its children
+        if parent >= 0:
+            visible[node] = visible[parent]
+        visible[node, node] = True
+    mask = torch.from_numpy(visible).to(tree.ids.device)
     if decoder.config._attn_implementation == "eager":  # eager adds the mask to the scores
-        visible = torch.zeros(visible.shape, device=device).masked_fill_(~visible, torch.finfo(torch.float32).min)
+        mask = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)
     packed = decoder(
-        input_ids=ids[None], attention_mask=visible[None, None], position_ids=position[None], use_cache=False
+        input_ids=tree.ids[None], attention_mask=mask[None, None], position_ids=tree.positions[None], use_cache=False
     ).last_hidden_state[0]  # (N, H)
-    where = torch.zeros(rows, width, dtype=torch.long, device=device)  # (B, L) index into the packed pass
-    where[:, :prefix] = torch.arange(prefix, device=device)
-    where[:, prefix:][tail] = torch.arange(prefix, len(ids), device=device)
-    return packed[where]  # (B, L, H); backward sums the rows' gradients into the one prefix pass
+    return packed[tree.where]  # (B, L, H); backward sums the rows' gradients into each shared node

@@ -165,3 +165,36 @@ def test_several_chunks_keep_no_logits_for_backward_and_still_match(model):
     for a, p in zip(recomputed, model.parameters()):
         torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
     model.zero_grad()
+
+
+def test_a_prefix_tree_runs_each_pairs_prompt_once_with_the_same_values_and_gradients(model, monkeypatch):
+    torch.manual_seed(2)
+    system = torch.randint(0, 400, (6,))
+    prompts = [torch.randint(0, 400, (5,)) for _ in range(2)]
+    rows = [torch.cat([system, prompts[k // 2], torch.randint(0, 400, (4,))]) for k in range(4)]  # 2 pairs
+    ids = torch.stack(rows)  # (4, 15): rows 0, 1 share system + prompt 0; rows 2, 3 system + prompt 1
+    ids = torch.cat([torch.zeros(4, 1, dtype=torch.long), ids], 1)  # a padding column in front of row 3
+    attention = torch.ones_like(ids)
+    attention[3, 0] = 0
+    attention[1, 14:] = 0  # and a right-padded row
+    mask = torch.zeros(ids.shape)
+    mask[:, 12:] = 1
+    mask[1, 14:] = 0
+    tree = scoring.prefix_tree(ids, attention)
+    # row 3's padded column 0 makes it a root of its own: system + prompt 1 run again for it only
+    assert len(tree.ids) == (1 + 6 + 5 + 4 + 2) + (5 + 4) + (6 + 5 + 4)
+    calls = []
+    decoder = model.get_decoder()
+    monkeypatch.setattr(decoder, "forward", _counting(decoder.forward, calls))
+    model.zero_grad()
+    logp, _ = completion_logprobs(model, ids, attention, mask)
+    logp.sum().backward()
+    assert calls == [(1, len(tree.ids))]
+    packed = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ref_logp, _ = reference(model, ids, attention, mask)
+    ref_logp.sum().backward()
+    torch.testing.assert_close(logp, ref_logp, atol=2e-5, rtol=1e-5)
+    for a, p in zip(packed, model.parameters()):
+        torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
+    model.zero_grad()
