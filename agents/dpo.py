@@ -58,7 +58,27 @@ KTO_FORMAT = '{"prompt": str | [messages], "completion": str, "label": bool}'
 
 
 @dataclass
-class DPOConfig(RunConfig):
+class LossOptions:
+    """The preference-loss flags offline and online DPO share (`loss` itself is each learner's own)."""
+
+    loss: str = option("dpo", "The preference loss (each learner lists its own choices).")
+    beta: float = option(0.1, "beta (the KL strength; SimPO's reward scale; ORPO's lambda).", **above(0))
+    label_smoothing: float = option(
+        0.0, "cdpo/rdpo: the assumed rate of flipped labels.", check=lambda e: 0 <= e < 0.5, expects="in [0, 0.5)"
+    )
+    ipo_length_normalized: bool = option(False, "ipo: divide each log-ratio by its token count (TRL's IPO).")
+    simpo_gamma: float = option(0.5, "simpo: the target reward margin gamma.")
+    nll_coef: float = option(0.0, "Add this times the chosen side's mean token NLL (RPO; SimPO's NLL term).")
+    reference: str = option("", "Reference model (default: the starting model; under LoRA the adapter disabled).")
+
+    def pair_losses(self, logps: PairLogps) -> torch.Tensor:
+        """`pair_loss` (P,) of `self.loss` over `logps` with these options."""
+        return pair_loss(self.loss, logps, beta=self.beta, epsilon=self.label_smoothing, gamma=self.simpo_gamma,
+                         nll_coef=self.nll_coef, ipo_length_normalized=self.ipo_length_normalized)  # fmt: skip
+
+
+@dataclass
+class DPOConfig(RunConfig, LossOptions):
     """Everything an offline preference run needs; every field is a `llmenv train dpo` flag."""
 
     data: str = option("", "Preference pairs (prompt, chosen, rejected), or KTO rows: JSONL or a datasets folder.")
@@ -72,16 +92,8 @@ class DPOConfig(RunConfig):
         check=lambda name: name in (*LOSSES, "kto"),
         expects=f"one of {', '.join((*LOSSES, 'kto'))}",
     )
-    beta: float = option(0.1, "beta (the KL strength; SimPO's reward scale; ORPO's lambda).", **above(0))
-    label_smoothing: float = option(
-        0.0, "cdpo/rdpo: the assumed rate of flipped labels.", check=lambda e: 0 <= e < 0.5, expects="in [0, 0.5)"
-    )
-    ipo_length_normalized: bool = option(False, "ipo: divide each log-ratio by its token count (TRL's IPO).")
-    simpo_gamma: float = option(0.5, "simpo: the target reward margin gamma.")
-    nll_coef: float = option(0.0, "Add this times the chosen side's mean token NLL (RPO; SimPO's NLL term).")
     desirable_weight: float = option(1.0, "kto: weight of desirable examples.", **above(0))
     undesirable_weight: float = option(1.0, "kto: weight of undesirable examples.", **above(0))
-    reference: str = option("", "Reference model (default: the starting model; under LoRA the adapter disabled).")
     steps: int = option(100, "Optimisation steps (batch_size rows each).", **at_least(1))
     batch_size: int = option(8, "Pairs (KTO: examples) per optimisation step.", **at_least(1))
     lr: float = option(5e-7, "AdamW learning rate.", **above(0))
@@ -245,8 +257,7 @@ def pair_losses(state: DPOState, rows: Sequence[Row]) -> tuple[torch.Tensor, dic
     logp, ref, length = row_logps(state, replies)  # (2P,) each: the chosen sides, then the rejected
     split = PairLogps(logp[:count], logp[count:], None if ref is None else ref[:count],
                       None if ref is None else ref[count:], length[:count], length[count:])  # fmt: skip
-    losses = pair_loss(cfg.loss, split, beta=cfg.beta, epsilon=cfg.label_smoothing, gamma=cfg.simpo_gamma,
-                       nll_coef=cfg.nll_coef, ipo_length_normalized=cfg.ipo_length_normalized)  # fmt: skip
+    losses = cfg.pair_losses(split)
     if ref is None:  # reference-free: the reward is beta times the mean token log-prob
         chosen_reward = implicit_rewards(split.chosen / split.chosen_length, None, cfg.beta)
         rejected_reward = implicit_rewards(split.rejected / split.rejected_length, None, cfg.beta)

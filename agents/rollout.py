@@ -112,6 +112,8 @@ class RolloutBatch:
     """Mean over episodes of each verifier part of the final verdict."""
     stats: dict[str, float]
     """Per-episode means of what the episodes did: turns, tool calls, tool errors."""
+    tasks: tuple[Task, ...] = ()
+    """Each row's task (what SPIN's reference answers and a row's metadata come from)."""
 
     def select(self, rows: torch.Tensor) -> RolloutBatch:
         """The given rows (indices), trimmed to their longest sequence (the batch is right-padded)."""
@@ -129,6 +131,7 @@ class RolloutBatch:
             group_ids=self.group_ids[rows],
             cut=self.cut[rows],
             errored=self.errored[rows],
+            tasks=tuple(self.tasks[i] for i in rows.tolist()) if self.tasks else (),
         )
 
 
@@ -243,4 +246,5 @@ def to_batch(episodes: Sequence[Episode], pad_token_id: int) -> RolloutBatch:
             "steps_mean": float(step_mask.sum(1).float().mean()),
             "step_reward_mean": float(process_rewards[step_mask].mean()) if step_mask.any() else 0.0,
         },
+        tasks=tuple(e.task for e in episodes),
     )

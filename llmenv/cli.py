@@ -2,12 +2,12 @@
 
 `llmenv tasks` lists registered ids; `llmenv rollout --task ID --model M` plays episodes and reports
 mean reward and accuracy (optionally writing every episode, `Episode.to_json`, to JSONL); `llmenv
-eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains a policy on a task and
-`llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs (`llmenv train dpo --data
-FILE` a policy on them, with DPO, its variants or KTO), which `llmenv pairs` makes
-from a task (sampled completions, solved vs unsolved) and `llmenv cai` from a constitution (chosen = the
-model's revision of its response after its own critique); `llmenv demo` trains the
-embedded SmolLM2-135M-Instruct on `llmenv/arith-demo-v0` and measures before and after. This module
+eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo|online-dpo` trains a policy on
+a task and `llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs (`llmenv
+train dpo --data FILE` a policy on them, with DPO, its variants or KTO), which `llmenv pairs` makes
+from a task (sampled completions, solved vs unsolved) and `llmenv cai` from a constitution (chosen =
+the model's revision of its response after its own critique); `llmenv demo` trains the embedded
+SmolLM2-135M-Instruct on `llmenv/arith-demo-v0` and measures before and after. This module
 parses arguments and prints; the loops live in `llmenv.agents`. Errors llmenv raises on purpose are
 printed as one line (no traceback), and Ctrl-C ends with one line saying how to continue.
 """
@@ -30,10 +30,11 @@ from rich.markup import escape
 from rich.table import Table
 
 import llmenv
-from llmenv.agents import dpo, grpo, ppo, prm, rm
+from llmenv.agents import dpo, grpo, online_dpo, ppo, prm, rm
 from llmenv.agents.config import add_config_flags, config_from_args, parse_params, to_flags
 from llmenv.agents.dpo import DPOConfig
 from llmenv.agents.grpo import GRPOConfig
+from llmenv.agents.online_dpo import OnlineDPOConfig
 from llmenv.agents.ppo import PPOConfig
 from llmenv.agents.prm import PRMConfig
 from llmenv.agents.rm import RMConfig
@@ -254,6 +255,11 @@ def cmd_train_ppo(args: argparse.Namespace) -> int:
     return _train("ppo", config_from_args(PPOConfig, args), ppo.train)
 
 
+def cmd_train_online_dpo(args: argparse.Namespace) -> int:
+    """Train with online DPO (pairs of the policy's own samples ranked by the env's reward)."""
+    return _train("online-dpo", config_from_args(OnlineDPOConfig, args), online_dpo.train)
+
+
 def cmd_train_rm(args: argparse.Namespace) -> int:
     """Train a Bradley-Terry reward model on preference pairs."""
     return _train("rm", config_from_args(RMConfig, args), rm.train)
@@ -419,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     ppo_flags.description = PPOConfig.__doc__
     add_config_flags(ppo_flags, PPOConfig)
     ppo_flags.set_defaults(func=cmd_train_ppo)
+    online_flags = learners.add_parser("online-dpo", help="online DPO: pairs of the policy's samples, ranked by reward")
+    online_flags.description = OnlineDPOConfig.__doc__
+    add_config_flags(online_flags, OnlineDPOConfig)
+    online_flags.set_defaults(func=cmd_train_online_dpo)
     rm_flags = learners.add_parser("rm", help="Bradley-Terry reward model on preference pairs (--data FILE)")
     rm_flags.description = RMConfig.__doc__
     add_config_flags(rm_flags, RMConfig)

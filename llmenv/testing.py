@@ -4,7 +4,8 @@ Tests of environments, verifiers and learners need a real tokenizer (real merges
 tokens, a real chat template) but not a 49k vocabulary. `tiny_tokenizer()` trains one in about a
 tenth of a second from a built-in corpus; `fake_task()` registers the one small task that wrapper,
 vector and learner tests share; `write_jsonl` and `metric_rows` write a learner's data and read its
-log. Nothing here is used by the library at run time.
+log, `assert_same_run` checks a resumed run against an uninterrupted one. Nothing here is used by the
+library at run time.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def exact_answer(completion: str, task: Task) -> Verdict:
     return Verdict(float(ok), passed=ok, parts={"exact": float(ok)})
 
 
+def digit_share(completion: str, task: Task) -> float:
+    """A dense reward a random tiny model gets signal from: the share of digits in its completion."""
+    return sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
+
+
 def fake_task(
     name: str = "fake-v0",
     *,
@@ -104,3 +110,16 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> str:
 def metric_rows(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The rows of a run's `out/metrics.jsonl`, one per step."""
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(straight: str | os.PathLike[str], resumed: str | os.PathLike[str], key: str = "loss") -> None:
+    """Assert two runs ended alike: the same final weights (to 1e-6) and the same `key` at every logged step."""
+    import torch  # noqa: PLC0415 - only the learner tests need it
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    expected = load_file(Path(straight) / "final" / "model.safetensors")
+    got = load_file(Path(resumed) / "final" / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6)
+    assert [r[key] for r in metric_rows(resumed)] == [r[key] for r in metric_rows(straight)]

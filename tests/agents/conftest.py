@@ -1,10 +1,13 @@
-"""What the learner tests share besides tests/conftest.py's fixtures: a registered task with process rewards."""
+"""What the learner tests share besides tests/conftest.py's fixtures: tasks with dense and with process rewards."""
 
 from __future__ import annotations
 
 import llmenv
 from llmenv.tasks.arith import generate_arith
+from llmenv.testing import digit_share
 from llmenv.types import StepScore, Task, Verdict
+from llmenv.verifiers.base import Rubric
+from llmenv.verifiers.format import BoxedFormat
 
 
 def char_steps(completion: str, task: Task) -> Verdict:
@@ -15,3 +18,11 @@ def char_steps(completion: str, task: Task) -> Verdict:
 
 
 llmenv.register_task("steps-test-v0", source=generate_arith, verifier=char_steps, digits=1, replace=True)
+
+
+llmenv.register_task(
+    "digits-test-v0",
+    source=generate_arith,
+    verifier=Rubric({"correct": (digit_share, 1.0), "format": (BoxedFormat(), 0.5)}),
+    replace=True,
+)

@@ -20,21 +20,7 @@ from llmenv.agents.grpo import GRPOConfig, train
 from llmenv.agents.rollout import RolloutBatch
 from llmenv.errors import CheckpointError, ConfigError
 from llmenv.tasks.arith import generate_arith
-from llmenv.verifiers.base import Rubric
-from llmenv.verifiers.format import BoxedFormat
-
-
-def digit_share(completion: str, task) -> float:
-    """A dense reward a random tiny model gets signal from: the share of digits in its completion."""
-    return sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
-
-
-llmenv.register_task(
-    "digits-test-v0",
-    source=generate_arith,
-    verifier=Rubric({"correct": (digit_share, 1.0), "format": (BoxedFormat(), 0.5)}),
-    replace=True,
-)
+from llmenv.testing import digit_share
 
 REQUIRED = {"step", "reward_mean", "reward_std", "loss", "kl", "entropy", "grad_norm", "tokens", "step_time_s"}
 

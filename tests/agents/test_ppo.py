@@ -21,23 +21,8 @@ from llmenv.agents.scoring import completion_logprobs
 from llmenv.errors import CheckpointError, ConfigError
 from llmenv.models import load_model
 from llmenv.tasks.arith import generate_arith
-from llmenv.testing import metric_rows
+from llmenv.testing import digit_share, metric_rows
 from llmenv.types import Trajectory, Turn
-from llmenv.verifiers.base import Rubric
-from llmenv.verifiers.format import BoxedFormat
-
-
-def digit_share(completion: str, task) -> float:
-    """A dense reward a random tiny model gets signal from: the share of digits in its completion."""
-    return sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
-
-
-llmenv.register_task(
-    "ppo-digits-test-v0",
-    source=generate_arith,
-    verifier=Rubric({"correct": (digit_share, 1.0), "format": (BoxedFormat(), 0.5)}),
-    replace=True,
-)
 
 REQUIRED = {
     "step",
@@ -64,7 +49,7 @@ REQUIRED = {
 
 def config(tiny_dir, out, **overrides):
     base = dict(
-        task="llmenv/ppo-digits-test-v0",
+        task="llmenv/digits-test-v0",
         model=tiny_dir,
         task_params={"digits": 1},
         steps=2,

@@ -17,7 +17,7 @@ from llmenv.agents.prm import PRMConfig, encode_rows, first_error, step_f1, step
 from llmenv.errors import DataError
 from llmenv.models import load_tokenizer
 from llmenv.tasks.chain import ChainVerifier, generate_chain, solution_steps
-from llmenv.testing import metric_rows, write_jsonl
+from llmenv.testing import assert_same_run, metric_rows, write_jsonl
 from llmenv.types import Task
 from llmenv.verifiers.process import ProcessVerifier, RLHFlow, SeparatorClassifier
 
@@ -110,12 +110,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_dir, data, tmp_path):
     train(config(tiny_dir, data, tmp_path / "straight", steps=6), progress=False)
     train(config(tiny_dir, data, tmp_path / "resumed", steps=4, save_every=2), progress=False)
     train(config(tiny_dir, data, tmp_path / "resumed", steps=6, resume=True), progress=False)
-    straight = load_file(tmp_path / "straight" / "final" / "model.safetensors")
-    resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
-    for key, value in straight.items():
-        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
-    losses = [r["loss"] for r in metric_rows(tmp_path / "straight")]
-    assert [r["loss"] for r in metric_rows(tmp_path / "resumed")] == losses
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_a_task_with_step_data_trains_a_causal_lm_prm_with_the_rlhflow_head(tiny_dir, tmp_path):

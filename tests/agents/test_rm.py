@@ -9,13 +9,12 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from llmenv.agents import rm
 from llmenv.agents.rm import RMConfig, bradley_terry_loss, read_pairs, train
 from llmenv.chat import ChatCodec
 from llmenv.errors import DataError
-from llmenv.testing import metric_rows, write_jsonl
+from llmenv.testing import assert_same_run, metric_rows, write_jsonl
 from llmenv.types import Task
 from llmenv.verifiers.reward_model import RewardModelVerifier, encode_conversation
 
@@ -96,12 +95,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_dir, data, tmp_path):
     train(config(tiny_dir, data, tmp_path / "straight", steps=6), progress=False)
     train(config(tiny_dir, data, tmp_path / "resumed", steps=4, save_every=2), progress=False)
     train(config(tiny_dir, data, tmp_path / "resumed", steps=6, resume=True), progress=False)
-    straight = load_file(tmp_path / "straight" / "final" / "model.safetensors")
-    resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
-    for key, value in straight.items():
-        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
-    losses = [r["loss"] for r in metric_rows(tmp_path / "straight")]
-    assert [r["loss"] for r in metric_rows(tmp_path / "resumed")] == losses
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_each_epoch_visits_every_pair_once_in_a_seeded_order(tiny_dir, data, tmp_path):
