@@ -2,9 +2,9 @@
 
 Each step plays `prompts_per_step` tasks `group_size` (>= 2) times through the environment (single-
 or multi-turn: whatever the env is), so every episode is scored by the env's reward: the task's
-verifier, a reward model (`--rm`), a PRM or a judge. Within each group, pairs are drawn by a rule
-(`best-worst`: the highest-reward episode against the lowest; `all`: every two whose rewards differ
-by more than `pair_delta`); groups whose rewards tie give none and are counted (`ties`), and
+verifier (which may be a `RewardModelVerifier` or a judge) or a PRM (`--prm`). Within each group,
+pairs are drawn by a rule (`best-worst`: the highest-reward episode against the lowest; `all`: every
+two whose rewards differ by more than `pair_delta`); groups whose rewards tie give none and are counted (`ties`), and
 episodes whose verdict carries a verifier error are left out before pairing and counted. A pair's
 log-probability is the sum over the policy's own tokens of its episode (`Trajectory.loss_mask`:
 every policy turn of a multi-turn episode), under the policy and under the reference: a frozen copy
@@ -77,10 +77,8 @@ class OnlineDPOState(LearnerState):
 def build(config: OnlineDPOConfig) -> OnlineDPOState:
     """The shared set-up (device, resume point, env, model, optimizer) and the reference the loss needs."""
     base = trainer.setup(config)
-    reference = None
-    if config.spin:
-        reference = trainer.load_frozen(config.reference or config.model, base.device)
-    elif config.loss not in REFERENCE_FREE and (config.reference or not config.lora_rank):
+    reference = None  # reference-free, or the LoRA base under a disabled adapter
+    if config.spin or (config.loss not in REFERENCE_FREE and (config.reference or not config.lora_rank)):
         reference = trainer.load_frozen(config.reference or config.model, base.device)
     state = trainer.extend(base, OnlineDPOState, reference=reference)
     if config.spin:  # the previous iterate is part of the run: a resume must restore it
