@@ -38,6 +38,7 @@ from llmenv.agents.online_dpo import OnlineDPOConfig
 from llmenv.agents.ppo import PPOConfig
 from llmenv.agents.prm import PRMConfig
 from llmenv.agents.rm import RMConfig
+from llmenv.agents.trainer import native_bf16, resolve_device
 from llmenv.errors import ConfigError, LLMEnvError
 
 console = Console()
@@ -313,7 +314,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         out=args.out,
-        bf16=args.bf16,
+        bf16=native_bf16(resolve_device("auto")) if args.bf16 is None else args.bf16,
         save_every=0,
     )
     state = train(config)
@@ -456,7 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--batch-size", type=_positive_int, default=32)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    demo.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (default: when the device runs bf16 natively: CUDA, or a CPU with AVX-512 BF16 / AMX)",
+    )
     demo.add_argument("--out", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -56,3 +56,28 @@ def test_max_norm_zero_leaves_the_gradients_as_they_are():
     assert trainer.clip_gradients(params, 0.0) == 0.0
     for p, grad in zip(params, before, strict=True):
         assert p.grad is not None and torch.equal(p.grad, grad)  # norm ~30, not clipped to 0
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = trainer.Path
+
+    def fake_path(name):
+        return cpuinfo if str(name) == "/proc/cpuinfo" else real_path(name)
+
+    monkeypatch.setattr(trainer, "Path", fake_path)
+    cpuinfo.write_text("processor : 0\nflags : fpu sse avx2 fma\n")
+    assert trainer.native_bf16("cpu") is False  # AVX2 only: bf16 would be emulated
+    cpuinfo.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n")
+    assert trainer.native_bf16("cpu") is True
+
+
+def test_bf16_on_a_device_without_it_warns_once_at_the_start(tiny_dir, tmp_path, monkeypatch, capsys):
+    from llmenv.agents.dpo import DPOConfig, train
+    from llmenv.testing import write_jsonl
+
+    monkeypatch.setattr(trainer, "native_bf16", lambda device: False)
+    rows = [{"prompt": f"what is {i} + 1?", "chosen": f"{i + 1}", "rejected": "no"} for i in range(4)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    train(DPOConfig(model=tiny_dir, data=data, steps=1, batch_size=2, bf16=True, out=str(tmp_path / "run")))
+    assert capsys.readouterr().out.count("no native bf16") == 1
