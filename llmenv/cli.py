@@ -2,7 +2,8 @@
 
 `llmenv tasks` lists registered ids; `llmenv rollout --task ID --model M` plays episodes and reports
 mean reward and accuracy (optionally writing every episode, `Episode.to_json`, to JSONL); `llmenv
-eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains a policy on a task and
+eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo` trains a policy on a task, `llmenv train
+sft` fine-tunes one on conversations (`--data`) or on a task's verified samples (`--task`), and
 `llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs, which `llmenv pairs` makes
 from a task (sampled completions, solved vs unsolved) and `llmenv cai` from a constitution (chosen = the
 model's revision of its response after its own critique); `llmenv demo` trains the
@@ -29,12 +30,13 @@ from rich.markup import escape
 from rich.table import Table
 
 import llmenv
-from llmenv.agents import grpo, ppo, prm, rm
+from llmenv.agents import grpo, ppo, prm, rm, sft
 from llmenv.agents.config import add_config_flags, config_from_args, parse_params, to_flags
 from llmenv.agents.grpo import GRPOConfig
 from llmenv.agents.ppo import PPOConfig
 from llmenv.agents.prm import PRMConfig
 from llmenv.agents.rm import RMConfig
+from llmenv.agents.sft import SFTConfig
 from llmenv.errors import ConfigError, LLMEnvError
 
 console = Console()
@@ -262,6 +264,11 @@ def cmd_train_prm(args: argparse.Namespace) -> int:
     return _train("prm", config_from_args(PRMConfig, args), prm.train)
 
 
+def cmd_train_sft(args: argparse.Namespace) -> int:
+    """Supervised fine-tuning on conversations, or on a task's verified samples (rejection sampling)."""
+    return _train("sft", config_from_args(SFTConfig, args), sft.train)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """GRPO on the embedded SmolLM2-135M-Instruct: held-out accuracy before, training, accuracy after."""
     from llmenv.agents.evaluate import evaluate
@@ -420,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     prm_flags.description = PRMConfig.__doc__
     add_config_flags(prm_flags, PRMConfig)
     prm_flags.set_defaults(func=cmd_train_prm)
+    sft_flags = learners.add_parser("sft", help="fine-tuning on conversations (--data) or verified samples (--task)")
+    sft_flags.description = SFTConfig.__doc__
+    add_config_flags(sft_flags, SFTConfig)
+    sft_flags.set_defaults(func=cmd_train_sft)
 
     demo = sub.add_parser(
         "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults

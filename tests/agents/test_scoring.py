@@ -165,3 +165,14 @@ def test_several_chunks_keep_no_logits_for_backward_and_still_match(model):
     for a, p in zip(recomputed, model.parameters()):
         torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
     model.zero_grad()
+
+
+def test_hits_mark_the_policy_tokens_that_are_their_logits_argmax(model):
+    ids, attention, mask = batch()
+    with torch.no_grad():
+        ids[:, -1] = model(ids, attention_mask=attention).logits[:, -2].argmax(-1)  # rows 0 and 1: a hit at the end
+        logits = model(ids, attention_mask=attention).logits  # (B, L, V)
+    hits = scoring.completion_scores(model, ids, attention, mask, with_hits=True, chunk_rows=5).hits
+    expected = torch.zeros(mask.shape, dtype=torch.bool)
+    expected[:, 1:] = (logits[:, :-1].argmax(-1) == ids[:, 1:]) & mask[:, 1:].bool()
+    assert hits is not None and torch.equal(hits, expected) and hits[:2, -1].all()
