@@ -124,14 +124,14 @@ def rows(out):
 
 
 def test_a_tiny_model_learns_and_reports_held_out_loss(tiny_dir, data, tmp_path):
-    train(config(tiny_dir, data, tmp_path, steps=20), progress=False)
+    train(config(tiny_dir, data, tmp_path, steps=20, eval_every=5), progress=False)
     logged = rows(tmp_path)
     assert [r["step"] for r in logged] == list(range(1, 21))
     assert all(math.isfinite(r[k]) for r in logged for k in REQUIRED)
     assert logged[-1]["loss"] < 0.3 * logged[0]["loss"]
     assert {r["dropped_rows"] for r in logged} == {1}  # the 300-word prompt
     held = [r for r in logged if "eval_loss" in r]
-    assert held and held[-1]["step"] == 20 and math.isfinite(held[-1]["eval_loss"])
+    assert [r["step"] for r in held] == [5, 10, 15, 20] and math.isfinite(held[-1]["eval_loss"])
     assert held[-1]["eval_loss"] < held[0]["eval_loss"] and 0 <= held[-1]["eval_token_accuracy"] <= 1
     assert (tmp_path / "reward.png").exists()
     before = load_file(f"{tiny_dir}/model.safetensors")
