@@ -58,12 +58,20 @@ Chunk = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 @dataclass
 class SFTConfig(LearnerConfig):
-    """Everything an SFT run needs; every field is a `llmenv train sft` flag (shared ones in `LearnerConfig`)."""
+    """Everything an SFT run needs; each field is a `llmenv train sft` flag (shared ones in `LearnerConfig`).
+
+    `group_size` is set from `samples`; LearnerConfig's process-reward fields mean nothing here and have no flag.
+    """
 
     data: str = option("", "Conversations to imitate ({messages} or {prompt, completion}): JSONL or a datasets folder.")
     task: str = option("", "Instead of --data: a registered task; its verified samples are trained on (rejection).")
     samples: int = option(4, "With --task: completions sampled per prompt each step.", **at_least(1))
     group_size: int = option(4, "Completions per prompt: --samples (set from it).", flag=False)
+    prm: str = option("", "Unused: rejection sampling keeps what the task's own verifier passes.", flag=False)
+    prm_adapter: str = option("", "Unused (no --prm).", flag=False)
+    prm_separator: str = option("\n", "Unused (no --prm).", flag=False)
+    outcome_weight: float = option(1.0, "Unused: SFT weighs no rewards.", flag=False)
+    process_weight: float = option(1.0, "Unused: SFT weighs no rewards.", flag=False)
     eval_data: str | None = option(None, "Held-out rows in the same form (default: hold out eval_fraction of data).")
     eval_fraction: float = option(
         0.1, "Share of data held out when eval_data is not given.", check=lambda f: 0 <= f < 1, expects="in [0, 1)"

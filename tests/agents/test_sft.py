@@ -184,11 +184,12 @@ def test_cli_without_data_prints_one_line_and_trains_with_it(tiny_dir, data, tmp
     assert len(proc.stdout.strip().splitlines()) == 1 and "needs exactly one of --data" in proc.stdout
     proc = subprocess.run(
         [sys.executable, "-m", "llmenv.cli", "train", "sft", "--model", tiny_dir, "--data", data, "--steps", "2",
-         "--batch-size", "4", "--lr", "1e-3", "--out", str(tmp_path)],
+         "--batch-size", "4", "--lr", "1e-3", "--eval-data", data, "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"plot: {tmp_path}/reward.png" in proc.stdout and [r["step"] for r in rows(tmp_path)] == [1, 2]
+    assert "eval_loss" in rows(tmp_path)[-1]  # the held-out rows come from --eval-data
 
 
 def test_rejection_sampling_trains_on_the_verified_successes_only(tiny_dir, tmp_path, monkeypatch):
