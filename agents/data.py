@@ -1,21 +1,22 @@
 """Rows of an offline learner's `--data`: a JSONL file (one object per line) or a folder saved by `datasets`.
 
-Every offline learner (reward model now; DPO, KTO, SFT and PRM later) reads its data through
+Every offline learner (reward model, PRM, SFT; DPO and KTO later) reads its data through
 `read_rows`, so the formats DESIGN.md names are accepted the same way everywhere and a bad row is
 reported with where it is (`FILE line N` or `DIR row N`) and what was expected. `prompt_messages`
 turns a row's prompt (a string or a list of `{role, content}` messages) into messages.
-`held_out_split` and `epoch_batch` are how every offline learner splits off held-out rows and visits
-the rest (a fresh seeded order per epoch, a function of seed and epoch only, so a resumed run sees
-the rows an uninterrupted one does). This module reads, checks and orders; it never tokenises.
+`held_out_split` (with `split_and_fit`, which also drops rows over `max_length`) and `epoch_batch` are
+how every offline learner splits off held-out rows and visits the rest (a fresh seeded order per
+epoch, a function of seed and epoch only, so a resumed run sees the rows an uninterrupted one does).
+This module reads, checks and orders; it never tokenises.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -31,7 +32,10 @@ __all__ = [
     "padded",
     "prompt_messages",
     "read_rows",
+    "split_and_fit",
 ]
+
+_Row = TypeVar("_Row")
 
 SPLIT_SEED = 20_260_101
 """The held-out split (when no eval data is given) uses this seed: every run seed holds out the same rows."""
@@ -42,6 +46,25 @@ def held_out_split(n: int, fraction: float) -> tuple[list[int], list[int]]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
     held = math.ceil(n * fraction) if n > 1 and fraction else 0
     return sorted(order[held:]), order[:held]
+
+
+def split_and_fit(
+    rows: list[_Row], eval_rows: list[_Row] | None, fraction: float, max_length: int, length: Callable[[_Row], int],
+    noun: str = "row",
+) -> tuple[list[_Row], list[_Row], int]:  # fmt: skip
+    """Training and held-out rows, each without those longer than `max_length`, and how many were left out.
+
+    Without `eval_rows` (None), `held_out_split` holds out `fraction` of `rows`. A DataError when no
+    training row fits.
+    """
+    if eval_rows is None:
+        kept, held = held_out_split(len(rows), fraction)
+        eval_rows, rows = [rows[i] for i in held], [rows[i] for i in kept]
+    fits = [r for r in rows if length(r) <= max_length]
+    if not fits:
+        raise DataError(f"no training {noun} fits max_length={max_length} tokens ({len(rows)} {noun}s read)")
+    eval_fits = [r for r in eval_rows if length(r) <= max_length]
+    return fits, eval_fits, len(rows) - len(fits) + len(eval_rows) - len(eval_fits)
 
 
 def epoch_batch(n: int, size: int, seed: int, step: int) -> list[int]:
@@ -95,13 +118,13 @@ def _dataset_rows(folder: Path, expects: str) -> Iterator[tuple[str, dict[str, A
         yield f"{folder} row {index}", dict(row)
 
 
-def prompt_messages(value: Any, where: str) -> list[Message]:
+def prompt_messages(value: Any, where: str, key: str = "prompt") -> list[Message]:
     """A row's prompt as messages: a string is one user message; a list must be `{role, content}` messages."""
     if isinstance(value, str):
         return [Message(role="user", content=value)]
     if isinstance(value, list) and value and all(_is_message(m) for m in value):
         return [Message(role=m["role"], content=m["content"]) for m in value]
-    raise DataError(f"{where}: prompt must be a string or a list of {{role, content}} messages, got {value!r:.80}")
+    raise DataError(f"{where}: {key} must be a string or a list of {{role, content}} messages, got {value!r:.80}")
 
 
 def completion_text(value: Any, where: str, key: str) -> str:

@@ -175,7 +175,7 @@ def score(
     training = torch.is_grad_enabled()  # the no-grad rollout scoring has no use for entropies
     entropy_grad = cfg.entropy_coef > 0 and training
     if isinstance(state.critic, ValueHead):
-        logp, entropy, values = completion_scores(
+        logp, entropy, values, _ = completion_scores(
             state.model,
             ids,
             attention,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from llmenv.agents import trainer
 from llmenv.agents.config import above, at_least, option
-from llmenv.agents.data import held_out_split, padded, prompt_messages, read_rows
+from llmenv.agents.data import padded, prompt_messages, read_rows, split_and_fit
 from llmenv.agents.trainer import RunConfig, RunState
 from llmenv.errors import DataError
 from llmenv.models import load_tokenizer
@@ -150,14 +150,10 @@ def build(config: PRMConfig) -> PRMState:
         rows = encode_rows(read_rows(config.data, STEP_FORMAT), adapter)
     if not rows:
         raise DataError(f"--data {config.data} holds no rows; expected one per line: {STEP_FORMAT}")
-    eval_rows = encode_rows(read_rows(config.eval_data, STEP_FORMAT), adapter) if config.eval_data else []
-    if not config.eval_data and config.eval_fraction:
-        kept, held = held_out_split(len(rows), config.eval_fraction)
-        eval_rows, rows = [rows[i] for i in held], [rows[i] for i in kept]
-    fits = [r for r in rows if len(r.ids) <= config.max_length]
-    if not fits:
-        raise DataError(f"no training row fits max_length={config.max_length} tokens ({len(rows)} rows read)")
-    eval_fits = [r for r in eval_rows if len(r.ids) <= config.max_length]
+    eval_rows = encode_rows(read_rows(config.eval_data, STEP_FORMAT), adapter) if config.eval_data else None
+    fits, eval_fits, dropped = split_and_fit(
+        rows, eval_rows, config.eval_fraction, config.max_length, lambda row: len(row.ids)
+    )
     token_labels = 2 if adapter.head == "token-classification" else 0
     model, optimizer = trainer.load_learner(config, device, token_labels=token_labels)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -172,7 +168,7 @@ def build(config: PRMConfig) -> PRMState:
         adapter=adapter,
         train_rows=fits,
         eval_rows=eval_fits,
-        dropped=len(rows) - len(fits) + len(eval_rows) - len(eval_fits),
+        dropped=dropped,
     )
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from llmenv.agents import trainer
 from llmenv.agents.config import above, at_least, option
-from llmenv.agents.data import completion_text, epoch_batch, held_out_split, prompt_messages, read_rows
+from llmenv.agents.data import completion_text, epoch_batch, prompt_messages, read_rows, split_and_fit
 from llmenv.agents.trainer import RunConfig, RunState
 from llmenv.chat import ChatCodec
 from llmenv.errors import DataError
@@ -116,14 +116,15 @@ def build(config: RMConfig) -> RMState:
     tokenizer = load_tokenizer(config.model)
     codec = ChatCodec(tokenizer)
     pairs = read_pairs(config.data, codec)
-    eval_pairs = read_pairs(config.eval_data, codec) if config.eval_data else []
-    if not config.eval_data and config.eval_fraction:
-        kept, held = held_out_split(len(pairs), config.eval_fraction)
-        eval_pairs, pairs = [pairs[i] for i in held], [pairs[i] for i in kept]
-    fits = [p for p in pairs if max(len(p.chosen), len(p.rejected)) <= config.max_length]
-    if not fits:
-        raise DataError(f"no training pair fits max_length={config.max_length} tokens ({len(pairs)} pairs read)")
-    eval_fits = [p for p in eval_pairs if max(len(p.chosen), len(p.rejected)) <= config.max_length]
+    eval_pairs = read_pairs(config.eval_data, codec) if config.eval_data else None
+    fits, eval_fits, dropped = split_and_fit(
+        pairs,
+        eval_pairs,
+        config.eval_fraction,
+        config.max_length,
+        lambda p: max(len(p.chosen), len(p.rejected)),
+        "pair",
+    )
     model, optimizer = trainer.load_learner(config, device, scalar_head=True)
     return RMState(
         config=config,
@@ -134,7 +135,7 @@ def build(config: RMConfig) -> RMState:
         resume_from=resume_from,
         train_pairs=fits,
         eval_pairs=eval_fits,
-        dropped=len(pairs) - len(fits) + len(eval_pairs) - len(eval_fits),
+        dropped=dropped,
     )
 
 

@@ -83,6 +83,8 @@ class Scores(NamedTuple):
     logp: torch.Tensor
     entropy: torch.Tensor | None
     values: torch.Tensor | None
+    hits: torch.Tensor | None = None
+    """Whether each policy token is the head's top-scoring one (token accuracy), bool; None unless asked."""
 
 
 def completion_scores(
@@ -96,13 +98,15 @@ def completion_scores(
     chunk_rows: int = 512,
     with_entropy: bool = False,
     entropy_grad: bool = False,
+    with_hits: bool = False,
     bf16: bool = False,
 ) -> Scores:
     """`completion_logprobs`, plus the values a `value_head` reads off the same hidden states (one decoder pass).
 
     The value of policy token t is read at the hidden state before it (the one that predicts it), so
     it is V(state before the action). `value_trunk_grad=False` keeps the value loss out of the trunk
-    (a critic warm-up that must not move the policy).
+    (a critic warm-up that must not move the policy). `with_hits` also says, per policy token, whether
+    it is the argmax of its logits (what supervised fine-tuning reports as token accuracy).
     """
     decoder, head = _parts(model)
     with maybe_autocast(input_ids.device, bf16):
@@ -110,17 +114,18 @@ def completion_scores(
     targets = loss_mask[:, 1:].bool()  # (B, L-1) positions whose next token is a policy token
     rows = hidden[:, :-1][targets]  # (N, H)
     ids = input_ids[:, 1:][targets]  # (N,)
-    logps, entropies = [], []
+    logps, entropies, hits = [], [], []
     # With more than one chunk, each chunk's logits are recomputed in backward instead of kept:
     # what backward holds is then (N, H) plus one chunk's (n, V), not all N x V logits.
     recompute = torch.is_grad_enabled() and rows.requires_grad and rows.shape[0] > chunk_rows
     for start in range(0, rows.shape[0], chunk_rows):
-        chunk = (head, rows[start : start + chunk_rows], ids[start : start + chunk_rows], with_entropy, bf16)
+        chunk = (head, rows[start : start + chunk_rows], ids[start : start + chunk_rows], with_entropy, with_hits, bf16)
         if recompute:
-            logp_chunk, entropy = torch.utils.checkpoint.checkpoint(_score_rows, *chunk, use_reentrant=False)
+            logp_chunk, entropy, hit = torch.utils.checkpoint.checkpoint(_score_rows, *chunk, use_reentrant=False)
         else:
-            logp_chunk, entropy = _score_rows(*chunk)
+            logp_chunk, entropy, hit = _score_rows(*chunk)
         logps.append(logp_chunk)
+        hits.append(hit)
         if with_entropy:
             entropies.append(entropy if entropy_grad else entropy.detach())
     flat = torch.cat(logps) if logps else hidden.new_zeros(0, dtype=torch.float32)  # (N,)
@@ -132,7 +137,10 @@ def completion_scores(
     if value_head is not None:
         value_rows = rows if value_trunk_grad else rows.detach()  # (N, H)
         values = _place(value_head(value_rows.float()).squeeze(-1), targets, loss_mask.shape)  # (B, L)
-    return Scores(logp, entropy, values)
+    hit_mask = None
+    if with_hits:
+        hit_mask = _place(torch.cat(hits) if hits else flat.new_zeros(0), targets, loss_mask.shape).bool()  # (B, L)
+    return Scores(logp, entropy, values, hit_mask)
 
 
 def token_values(
@@ -160,18 +168,19 @@ def _place(flat: torch.Tensor, targets: torch.Tensor, shape: torch.Size) -> torc
 
 
 def _score_rows(
-    head: torch.nn.Module, rows: torch.Tensor, ids: torch.Tensor, with_entropy: bool, bf16: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of `ids` (n,) under the LM head on hidden `rows` (n, H), and entropies (empty unless asked)."""
+    head: torch.nn.Module, rows: torch.Tensor, ids: torch.Tensor, with_entropy: bool, with_hits: bool, bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-probs of `ids` (n,) under the LM head on hidden `rows` (n, H), entropies and argmax hits (each if asked)."""
     with maybe_autocast(rows.device, bf16):
         logits = head(rows)  # (n, V)
     logits = logits.float()
     norm = logits.logsumexp(-1)  # (n,)
     logp = logits.gather(-1, ids[:, None])[:, 0] - norm  # (n,)
+    hit = (logits.detach().argmax(-1) == ids).float() if with_hits else logp.new_zeros(0)  # (n,)
     if not with_entropy:
-        return logp, logp.new_zeros(0)
+        return logp, logp.new_zeros(0), hit
     probs = (logits - norm[:, None]).exp()  # (n, V)
-    return logp, norm - (probs * logits).sum(-1)  # (n,), (n,)
+    return logp, norm - (probs * logits).sum(-1), hit  # (n,), (n,), (n,)
 
 
 MIN_SHARED_PREFIX = 8

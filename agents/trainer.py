@@ -39,7 +39,7 @@ from llmenv.agents.checkpoint import (
 from llmenv.agents.config import above, at_least, check_config, option
 from llmenv.agents.data import epoch_batch, eval_due
 from llmenv.agents.policy import HFPolicy, SamplingParams
-from llmenv.agents.rollout import RolloutBatch, rollout, to_batch
+from llmenv.agents.rollout import Episode, RolloutBatch, rollout, to_batch
 from llmenv.agents.runlog import RunLog
 from llmenv.errors import CheckpointError, ConfigError
 from llmenv.models import load_model, load_reward_model, load_token_classifier, load_tokenizer
@@ -337,6 +337,11 @@ def extend(base: LearnerState, cls: type[_State], **fields: Any) -> _State:
 
 def play(state: LearnerState) -> RolloutBatch:
     """One rollout of the step's tasks with the run's sampling and env seeds, packed as a batch."""
+    return to_batch(play_episodes(state), pad_token_id=state.policy.pad_token_id)
+
+
+def play_episodes(state: LearnerState) -> list[Episode]:
+    """The episodes of one rollout of the step's tasks, with the run's sampling and env seeds."""
     cfg = state.config
     sampling = SamplingParams(
         max_new_tokens=cfg.max_new_tokens,
@@ -345,8 +350,7 @@ def play(state: LearnerState) -> RolloutBatch:
         seed=cfg.seed * 1_000_003 + state.step,
     )
     env_seed = cfg.seed * TRAIN_SEED_STRIDE + state.step * state.env.num_envs  # far below EVAL_SEED_OFFSET
-    episodes = rollout(state.env, state.policy, sampling, seed=env_seed)
-    return to_batch(episodes, pad_token_id=state.policy.pad_token_id)
+    return rollout(state.env, state.policy, sampling, seed=env_seed)
 
 
 def rollout_metrics(batch: RolloutBatch, *, generation_s: float, update_s: float, passes: int) -> dict[str, Any]:

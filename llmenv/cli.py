@@ -3,8 +3,9 @@
 `llmenv tasks` lists registered ids; `llmenv rollout --task ID --model M` plays episodes and reports
 mean reward and accuracy (optionally writing every episode, `Episode.to_json`, to JSONL); `llmenv
 eval` reports held-out mean reward and pass@k; `llmenv train grpo|ppo|online-dpo` trains a policy on
-a task and `llmenv train rm --data FILE` a Bradley-Terry reward model on preference pairs (`llmenv
-train dpo --data FILE` a policy on them, with DPO, its variants or KTO), which `llmenv pairs` makes
+a task, `llmenv train sft` fine-tunes one on conversations (`--data`) or on a task's verified samples
+(`--task`), `llmenv train dpo --data FILE` trains one on preference pairs (DPO, its variants or KTO)
+and `llmenv train rm --data FILE` a Bradley-Terry reward model on them; `llmenv pairs` makes pairs
 from a task (sampled completions, solved vs unsolved) and `llmenv cai` from a constitution (chosen =
 the model's revision of its response after its own critique); `llmenv demo` trains the embedded
 SmolLM2-135M-Instruct on `llmenv/arith-demo-v0` and measures before and after. This module
@@ -30,7 +31,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import llmenv
-from llmenv.agents import dpo, grpo, online_dpo, ppo, prm, rm
+from llmenv.agents import dpo, grpo, online_dpo, ppo, prm, rm, sft
 from llmenv.agents.config import add_config_flags, config_from_args, parse_params, to_flags
 from llmenv.agents.dpo import DPOConfig
 from llmenv.agents.grpo import GRPOConfig
@@ -38,6 +39,7 @@ from llmenv.agents.online_dpo import OnlineDPOConfig
 from llmenv.agents.ppo import PPOConfig
 from llmenv.agents.prm import PRMConfig
 from llmenv.agents.rm import RMConfig
+from llmenv.agents.sft import SFTConfig
 from llmenv.agents.trainer import native_bf16, resolve_device
 from llmenv.errors import ConfigError, LLMEnvError
 
@@ -276,6 +278,11 @@ def cmd_train_dpo(args: argparse.Namespace) -> int:
     return _train("dpo", config_from_args(DPOConfig, args), dpo.train)
 
 
+def cmd_train_sft(args: argparse.Namespace) -> int:
+    """Supervised fine-tuning on conversations, or on a task's verified samples (rejection sampling)."""
+    return _train("sft", config_from_args(SFTConfig, args), sft.train)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """GRPO on the embedded SmolLM2-135M-Instruct: held-out accuracy before, training, accuracy after."""
     from llmenv.agents.evaluate import evaluate
@@ -442,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     dpo_flags.description = DPOConfig.__doc__
     add_config_flags(dpo_flags, DPOConfig)
     dpo_flags.set_defaults(func=cmd_train_dpo)
+    sft_flags = learners.add_parser("sft", help="fine-tuning on conversations (--data) or verified samples (--task)")
+    sft_flags.description = SFTConfig.__doc__
+    add_config_flags(sft_flags, SFTConfig)
+    sft_flags.set_defaults(func=cmd_train_sft)
 
     demo = sub.add_parser(
         "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults

@@ -198,3 +198,14 @@ def test_a_prefix_tree_runs_each_pairs_prompt_once_with_the_same_values_and_grad
     for a, p in zip(packed, model.parameters()):
         torch.testing.assert_close(a, p.grad, atol=1e-5, rtol=1e-4)
     model.zero_grad()
+
+
+def test_hits_mark_the_policy_tokens_that_are_their_logits_argmax(model):
+    ids, attention, mask = batch()
+    with torch.no_grad():
+        ids[:, -1] = model(ids, attention_mask=attention).logits[:, -2].argmax(-1)  # rows 0 and 1: a hit at the end
+        logits = model(ids, attention_mask=attention).logits  # (B, L, V)
+    hits = scoring.completion_scores(model, ids, attention, mask, with_hits=True, chunk_rows=5).hits
+    expected = torch.zeros(mask.shape, dtype=torch.bool)
+    expected[:, 1:] = (logits[:, :-1].argmax(-1) == ids[:, 1:]) & mask[:, 1:].bool()
+    assert hits is not None and torch.equal(hits, expected) and hits[:2, -1].all()
