@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -43,7 +42,8 @@ from types import SimpleNamespace
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
-from sidebyside import alternate, trl_step_timer, worker_output  # noqa: E402 - needs the path above
+from sidebyside import main as sidebyside_main  # noqa: E402 - needs the path above
+from sidebyside import timings, trl_step_timer  # noqa: E402
 
 HELD_OUT = 256
 HELD_OUT_SEED = 10**6
@@ -168,30 +168,25 @@ def worker_trl(spec: dict) -> dict:
 
 def main() -> None:
     """Prepare the shared job, run the sides alternately, print a table and write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--trl-path", default=None, help="folder holding trl 1.13.0 (prepended to PYTHONPATH)")
-    parser.add_argument("--out", default="runs/prm_vs_trl.json")
-    parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        spec = json.loads(Path(args.spec).read_text())
-        worker_output((worker_ours if args.worker == "ours" else worker_trl)(spec))
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        spec_path = work / "spec.json"
-        spec_path.write_text(json.dumps(prepare(work, args)))
-        runs = alternate(__file__, spec_path, args.rounds, args.trl_path)
-    summary = {side: summarise(results) for side, results in runs.items()}
+    sidebyside_main(
+        __file__,
+        __doc__,
+        prepare=prepare,
+        workers={"ours": worker_ours, "trl": worker_trl},
+        summarise=summarise,
+        table=table,
+        steps=40,
+        rounds=2,
+        out="runs/prm_vs_trl.json",
+        anchor="trl 1.13.0",
+        extra_flags=lambda parser: parser.add_argument("--lr", type=float, default=2e-5),
+        finish=_identical_rows,
+    )
+
+
+def _identical_rows(summary: dict, runs: dict) -> None:
+    """How many rows TRL's own tokenisation encodes as llmenv does, in the summary."""
     summary["trl"]["identical_rows"] = f"{runs['trl'][0]['identical_rows']}/{runs['trl'][0]['rows']}"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
-    print(table(summary))
 
 
 def summarise(results: list[dict]) -> dict:
@@ -199,9 +194,7 @@ def summarise(results: list[dict]) -> dict:
     return {
         "step0_loss": results[0]["step0_loss"],
         "step0_losses_equal_across_rounds": len({round(r["step0_loss"], 7) for r in results}) == 1,
-        "step_s": statistics.median(statistics.median(r["step_s"]) for r in results),
-        "wall_s": statistics.median(r["wall_s"] for r in results),
-        "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in results),
+        **timings(results),
         **{key: [r["held_out"][key] for r in results] for key in METRICS},
     }
 

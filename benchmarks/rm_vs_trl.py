@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -43,7 +42,8 @@ from types import SimpleNamespace
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
-from sidebyside import alternate, trl_step_timer, worker_output  # noqa: E402 - needs the path above
+from sidebyside import main as sidebyside_main  # noqa: E402 - needs the path above
+from sidebyside import timings, trl_step_timer  # noqa: E402
 
 HELD_OUT = 64
 HELD_OUT_SEED = 10**6
@@ -175,28 +175,18 @@ def worker_trl(spec: dict) -> dict:
 
 def main() -> None:
     """Prepare the shared job, run the sides alternately, print a table and write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--trl-path", default=None, help="folder holding trl 1.16 (prepended to PYTHONPATH)")
-    parser.add_argument("--out", default="runs/rm_vs_trl.json")
-    parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        spec = json.loads(Path(args.spec).read_text())
-        worker_output((worker_ours if args.worker == "ours" else worker_trl)(spec))
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        spec_path = work / "spec.json"
-        spec_path.write_text(json.dumps(prepare(work, args)))
-        runs = alternate(__file__, spec_path, args.rounds, args.trl_path)
-    summary = {side: summarise(results) for side, results in runs.items()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
-    print(table(summary))
+    sidebyside_main(
+        __file__,
+        __doc__,
+        prepare=prepare,
+        workers={"ours": worker_ours, "trl": worker_trl},
+        summarise=summarise,
+        table=table,
+        steps=30,
+        rounds=3,
+        out="runs/rm_vs_trl.json",
+        anchor="trl 1.16",
+    )
 
 
 def summarise(results: list[dict]) -> dict:
@@ -205,9 +195,7 @@ def summarise(results: list[dict]) -> dict:
         "step0_loss": results[0]["step0_loss"],
         "step0_losses_equal_across_rounds": len({round(r["step0_loss"], 7) for r in results}) == 1,
         "trl_default_pad_step0_loss": results[0].get("trl_default_pad_step0_loss"),
-        "step_s": statistics.median(statistics.median(r["step_s"]) for r in results),
-        "wall_s": statistics.median(r["wall_s"] for r in results),
-        "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in results),
+        **timings(results),
         "held_out_accuracy": [r["held_out_accuracy"] for r in results],
     }
 

@@ -426,33 +426,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a policy on a task, or a reward model on pairs or labelled steps")
     learners = train.add_subparsers(dest="learner", required=True)
-    grpo_flags = learners.add_parser("grpo", help="group-relative policy optimisation", description=GRPOConfig.__doc__)
-    add_config_flags(grpo_flags, GRPOConfig)
-    grpo_flags.set_defaults(func=cmd_train_grpo)
-    ppo_flags = learners.add_parser("ppo", help="PPO with a critic (value head or separate model)")
-    ppo_flags.description = PPOConfig.__doc__
-    add_config_flags(ppo_flags, PPOConfig)
-    ppo_flags.set_defaults(func=cmd_train_ppo)
-    online_flags = learners.add_parser("online-dpo", help="online DPO: pairs of the policy's samples, ranked by reward")
-    online_flags.description = OnlineDPOConfig.__doc__
-    add_config_flags(online_flags, OnlineDPOConfig)
-    online_flags.set_defaults(func=cmd_train_online_dpo)
-    rm_flags = learners.add_parser("rm", help="Bradley-Terry reward model on preference pairs (--data FILE)")
-    rm_flags.description = RMConfig.__doc__
-    add_config_flags(rm_flags, RMConfig)
-    rm_flags.set_defaults(func=cmd_train_rm)
-    prm_flags = learners.add_parser("prm", help="process reward model on step-labelled solutions (--data or --task)")
-    prm_flags.description = PRMConfig.__doc__
-    add_config_flags(prm_flags, PRMConfig)
-    prm_flags.set_defaults(func=cmd_train_prm)
-    dpo_flags = learners.add_parser("dpo", help="offline DPO/cDPO/rDPO/IPO/SimPO/ORPO on pairs, or KTO (--data FILE)")
-    dpo_flags.description = DPOConfig.__doc__
-    add_config_flags(dpo_flags, DPOConfig)
-    dpo_flags.set_defaults(func=cmd_train_dpo)
-    sft_flags = learners.add_parser("sft", help="fine-tuning on conversations (--data) or verified samples (--task)")
-    sft_flags.description = SFTConfig.__doc__
-    add_config_flags(sft_flags, SFTConfig)
-    sft_flags.set_defaults(func=cmd_train_sft)
+    for learner, help_text, config_class, command in (
+        ("grpo", "group-relative policy optimisation", GRPOConfig, cmd_train_grpo),
+        ("ppo", "PPO with a critic (value head or separate model)", PPOConfig, cmd_train_ppo),
+        ("online-dpo", "online DPO: pairs of the policy's samples, ranked by reward", OnlineDPOConfig,
+         cmd_train_online_dpo),
+        ("rm", "Bradley-Terry reward model on preference pairs (--data FILE)", RMConfig, cmd_train_rm),
+        ("prm", "process reward model on step-labelled solutions (--data or --task)", PRMConfig, cmd_train_prm),
+        ("dpo", "offline DPO/cDPO/rDPO/IPO/SimPO/ORPO on pairs, or KTO (--data FILE)", DPOConfig, cmd_train_dpo),
+        ("sft", "fine-tuning on conversations (--data) or verified samples (--task)", SFTConfig, cmd_train_sft),
+    ):  # fmt: skip
+        flags = learners.add_parser(learner, help=help_text, description=config_class.__doc__)
+        add_config_flags(flags, config_class)
+        flags.set_defaults(func=command)
 
     demo = sub.add_parser(
         "demo", help="GRPO on the embedded SmolLM2: accuracy before and after", formatter_class=defaults
