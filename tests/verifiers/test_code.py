@@ -432,3 +432,17 @@ def test_a_program_that_tampers_with_the_shared_spawner_cannot_fail_the_next_one
     verdicts = shared.verify_batch([bad, untouched, untouched], [ADD_ASSERTS] * 3, max_workers=1)
     assert [v.reward for v in verdicts] == [1.0, 1.0, 1.0] and all(v.error is None for v in verdicts)
     assert not any(v.details["timed_out"] for v in verdicts)  # no program waited out the run's bound
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning applies where the host has two CPUs or more")
+def test_each_run_is_pinned_to_one_cpu_and_concurrent_runs_to_different_ones(verifier):
+    from llmenv.verifiers.code import _CpuSlots
+
+    slots = _CpuSlots()
+    first, second = slots.take(), slots.take()
+    assert first != second and {first, second} <= os.sched_getaffinity(0)
+    slots.give(first)
+    assert slots.take() == first  # the least busy one again
+    pinned = fenced("import os\ndef add(a, b):\n    return a + b if len(os.sched_getaffinity(0)) == 1 else 0\n")
+    verdicts = verifier.verify_batch([pinned] * 4, [ADD_ASSERTS] * 4)
+    assert [v.reward for v in verdicts] == [1.0] * 4 and verifier(pinned, ADD).reward == 1.0
