@@ -441,7 +441,7 @@ class _Remote:
         return f"<candidate function {self._name}>"
 
 
-_PENDING = []
+_PENDING: list = []  # lines not yet written (annotations need no typing import)
 _FLUSHED = [0.0]
 
 
