@@ -139,11 +139,15 @@ def write_frame(fd: int, header: dict[str, Any], blobs: tuple[bytes, ...] = ()) 
 
 
 def read_exact(stream: BinaryIO, size: int) -> bytes:
-    """Read exactly size bytes or raise EOFError."""
-    data = stream.read(size) if size else b""
-    if len(data) != size:
-        raise EOFError("control pipe closed")
-    return data
+    """Read exactly size bytes or raise EOFError (the control pipe is unbuffered: reads may come short)."""
+    chunks, got = [], 0
+    while got < size:
+        chunk = stream.read(min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError("control pipe closed")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def read_frame(stream: BinaryIO) -> dict[str, Any]:
@@ -476,8 +480,8 @@ class MemoryWatch:
 class _Slot:
     """The server's side of a run prepared ahead of its request."""
 
-    def __init__(self, creator: int, req_w: int, out_r: int, err_r: int, st_r: int, stdin_fd: int) -> None:
-        self.creator, self.req_w, self.stdin_fd = creator, req_w, stdin_fd
+    def __init__(self, creator: int, req_w: int, out_r: int, err_r: int, st_r: int, stdin_fd: int, pipe_w: int) -> None:
+        self.creator, self.req_w, self.stdin_fd, self.pipe_w = creator, req_w, stdin_fd, pipe_w
         self.out_r, self.err_r, self.st_r = out_r, err_r, st_r
 
     def created(self) -> tuple[list[dict[str, Any]], bytearray]:
@@ -498,7 +502,12 @@ class _Slot:
         self._close("req_w", "stdin_fd")
 
     def close_all(self) -> None:
-        self._close("req_w", "stdin_fd", "out_r", "err_r", "st_r")
+        self._close("req_w", "stdin_fd", "pipe_w", "out_r", "err_r", "st_r")
+
+    def take_pipe(self) -> int:
+        """The stdin pipe's write end, now the caller's to close."""
+        fd, self.pipe_w = self.pipe_w, -1
+        return fd
 
     def _close(self, *names: str) -> None:
         for name in names:
@@ -573,6 +582,9 @@ class Server:
                 header = read_frame(self.ctl_in)
             except EOFError:
                 return
+            if "files" not in header:  # a streamed run's stdin, eof or stop that came after it had ended
+                read_exact(self.ctl_in, int(header.get("stdin", 0)))
+                continue
             files = {path: read_exact(self.ctl_in, size) for path, size in header["files"]}
             stdin = read_exact(self.ctl_in, header["stdin_size"])
             try:
@@ -587,9 +599,14 @@ class Server:
         if not self.unsafe:
             return self._run_prepared(header, files, stdin)
         limits = header["limits"]
-        stdin_fd = os.memfd_create("stdin")
-        os.write(stdin_fd, stdin)
-        os.lseek(stdin_fd, 0, os.SEEK_SET)
+        streamed = bool(header.get("stream"))
+        if streamed:
+            stdin_fd, pipe_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(pipe_w, False)
+        else:
+            stdin_fd = os.memfd_create("stdin")
+            os.write(stdin_fd, stdin)
+            os.lseek(stdin_fd, 0, os.SEEK_SET)
         out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
@@ -605,7 +622,7 @@ class Server:
         if pid == 0:
 
             def exec_child() -> None:  # not `start`: that is the run's start time
-                for fd in (out_r, err_r, st_r):
+                for fd in (out_r, err_r, st_r) + ((pipe_w,) if streamed else ()):
                     os.close(fd)
                 os.setsid()
                 self._exec_user(header, files, limits, stdin_fd, out_w, err_w, workdir, tmpdir)
@@ -622,7 +639,9 @@ class Server:
             return status
 
         try:
-            return self._supervise(start, limits, out_r, err_r, st_r, done_fd, end)
+            return self._supervise(
+                start, limits, out_r, err_r, st_r, done_fd, end, stream=(pipe_w, stdin) if streamed else None
+            )
         finally:
             os.close(done_fd)
             self._reap_all()
@@ -635,6 +654,7 @@ class Server:
         """Fork the next run's creator: it unshares fresh namespaces and forks that run's init, which
         mounts its /proc and waits for the request (limits, files). Nothing of a request is needed."""
         stdin_fd = os.memfd_create("stdin")
+        pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)  # a streamed run's stdin (the memfd is every other run's)
         req_r, req_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -644,20 +664,21 @@ class Server:
         try:
             pid = os.fork()
         except OSError:
-            for fd in (stdin_fd, req_r, req_w, out_r, out_w, err_r, err_w, st_r, st_w):
+            for fd in (stdin_fd, pipe_r, pipe_w, req_r, req_w, out_r, out_w, err_r, err_w, st_r, st_w):
                 os.close(fd)
             raise
         if pid == 0:
 
             def start() -> None:
                 # nothing of the server or of a run in flight: only this run's own ends
-                _close_all_but(stdin_fd, req_r, out_w, err_w, st_w)
-                self._create(req_r, stdin_fd, out_w, err_w, st_w)
+                _close_all_but(stdin_fd, pipe_r, req_r, out_w, err_w, st_w)
+                self._create(req_r, (stdin_fd, pipe_r), out_w, err_w, st_w)
 
             _child_main(start, st_w)
-        for fd in (req_r, out_w, err_w, st_w):
+        for fd in (pipe_r, req_r, out_w, err_w, st_w):
             os.close(fd)
-        return _Slot(pid, req_w, out_r, err_r, st_r, stdin_fd)
+        os.set_blocking(pipe_w, False)
+        return _Slot(pid, req_w, out_r, err_r, st_r, stdin_fd, pipe_w)
 
     def _run_prepared(
         self, header: dict[str, Any], files: dict[str, bytes], stdin: bytes
@@ -665,7 +686,13 @@ class Server:
         """Hand the request to the prepared run (or a fresh one), prepare the next, supervise this one."""
         limits = header["limits"]
         start = time.monotonic()
-        request = {"cmd": header.get("cmd"), "limits": limits, "files": [[p, len(c)] for p, c in files.items()]}
+        streamed = bool(header.get("stream"))
+        request = {
+            "cmd": header.get("cmd"),
+            "limits": limits,
+            "files": [[p, len(c)] for p, c in files.items()],
+            "stream": streamed,
+        }
         for attempt in range(2):
             slot, self.slot = self.slot, None
             if slot is None:
@@ -674,7 +701,7 @@ class Server:
             init = next((int(m["init"]) for m in messages if "init" in m), None)
             if init is not None:
                 try:
-                    view = memoryview(stdin)
+                    view = memoryview(b"" if streamed else stdin)  # a streamed run gets it through its pipe
                     while view:  # pwrite: the shared offset stays at 0 for the program
                         view = view[os.pwrite(slot.stdin_fd, view, len(stdin) - len(view)) :]
                     write_frame(slot.req_w, request, tuple(files.values()))
@@ -685,6 +712,9 @@ class Server:
                         continue
                     raise SetupError("the run's init died before taking the request") from None
             slot.close_request_side()
+            pipe_w = slot.take_pipe()
+            if not streamed:
+                os.close(pipe_w)
             if self.slot is None:
                 try:
                     self.slot = self._prepare()  # the next run gets ready while this one runs
@@ -699,7 +729,16 @@ class Server:
 
             try:
                 return self._supervise(
-                    start, limits, slot.out_r, slot.err_r, slot.st_r, slot.st_r, end, messages, pending
+                    start,
+                    limits,
+                    slot.out_r,
+                    slot.err_r,
+                    slot.st_r,
+                    slot.st_r,
+                    end,
+                    messages,
+                    pending,
+                    (pipe_w, stdin) if streamed else None,
                 )
             except BaseException:
                 self._end_slot(slot, init)
@@ -727,12 +766,15 @@ class Server:
         end: Callable[[list[dict[str, Any]], bool], int | None],
         messages: list[dict[str, Any]] | None = None,
         pending: bytearray | None = None,
+        stream: tuple[int, bytes] | None = None,
     ) -> tuple[dict[str, Any], bytes, bytes]:
         """Collect output until the run ends or its deadline passes; then `end` kills and reaps every
         process of it and returns the program's status.
 
         The end of a run: the init's status pipe closes (namespaces, done_fd is st_r) or the program's
-        pidfd fires (unsafe)."""
+        pidfd fires (unsafe). A streamed run (`stream` = its stdin pipe and first bytes) also takes host
+        frames meanwhile ({"stdin": n} + bytes, {"eof": true}, {"stop": true}) and forwards its stdout
+        as it comes, in {"chunk": n} frames (up to the output cap in all); its reply's stdout is empty."""
         cap = int(limits["max_output_bytes"])
         deadline = start + float(limits["wall_time_s"])
         buffers = {out_r: bytearray(), err_r: bytearray()}
@@ -743,11 +785,71 @@ class Server:
         open_fds = {out_r, err_r}
         for fd in (out_r, err_r, done_fd):
             poller.register(fd, select.POLLIN)
+        host = self.ctl_in.fileno()
+        stdin_w, to_program = (stream[0], bytearray(stream[1])) if stream else (-1, bytearray())
+        eof_asked = stopped = False
+        forwarded = 0
+        if stream:
+            poller.register(host, select.POLLIN)
+            if to_program:
+                poller.register(stdin_w, select.POLLOUT)
+
+        def close_stdin() -> None:
+            nonlocal stdin_w
+            if stdin_w >= 0:
+                try:
+                    poller.unregister(stdin_w)
+                except KeyError:
+                    pass
+                os.close(stdin_w)
+                stdin_w = -1
+            to_program.clear()
+
+        def feed() -> None:
+            try:
+                del to_program[: os.write(stdin_w, to_program)]
+            except BlockingIOError:
+                return
+            except (BrokenPipeError, OSError):  # the program closed its stdin: the rest has no reader
+                close_stdin()
+                return
+            if not to_program:
+                if eof_asked:
+                    close_stdin()
+                else:
+                    poller.unregister(stdin_w)
+
+        def take_host_frame() -> bool:
+            """One frame from the host; False when the host asked to stop the run (or went away)."""
+            nonlocal eof_asked
+            try:
+                frame = read_frame(self.ctl_in)
+                data = read_exact(self.ctl_in, int(frame.get("stdin", 0)))
+            except (EOFError, ValueError):
+                return False
+            if frame.get("stop"):
+                return False
+            if data and stdin_w >= 0:
+                if not to_program:
+                    poller.register(stdin_w, select.POLLOUT)
+                to_program.extend(data)
+            if frame.get("eof"):
+                eof_asked = True
+                if not to_program:
+                    close_stdin()
+            return True
 
         def drain(fd: int) -> bool:
-            nonlocal truncated
+            nonlocal truncated, forwarded
             data = os.read(fd, 65536)
             if data:
+                if stream and fd == out_r:
+                    kept = data[: max(0, cap - forwarded)]
+                    truncated = truncated or len(kept) < len(data)
+                    forwarded += len(kept)
+                    if kept:
+                        write_frame(self.ctl_out, {"chunk": len(kept)}, (kept,))
+                    return True
                 buf = buffers[fd]
                 if len(buf) + len(data) > cap:
                     truncated = True
@@ -764,7 +866,13 @@ class Server:
                 timed_out = True
                 break
             for fd, _ in poller.poll(int(left * 1000) + 1):
-                if fd == done_fd and fd != st_r:
+                if stream and fd == host:
+                    if not take_host_frame():
+                        stopped = True
+                        break
+                elif stream and fd == stdin_w:
+                    feed()
+                elif fd == done_fd and fd != st_r:
                     done = True
                 elif fd == st_r:
                     data = os.read(st_r, 4096)
@@ -776,7 +884,10 @@ class Server:
                         messages.append(json.loads(line))
                 elif fd in buffers:
                     drain(fd)
-        status = end(messages, timed_out)  # returns once the run is gone, so its pipes are closed for good
+            if stopped:
+                break
+        close_stdin()
+        status = end(messages, timed_out or stopped)  # returns once the run is gone: its pipes are closed for good
         for fd in buffers:
             os.set_blocking(fd, True)
             while drain(fd):
@@ -789,6 +900,8 @@ class Server:
             "output_truncated": truncated,
             "status": status,
         }
+        if stopped:
+            reply["stopped"] = True
         over = [m for m in messages if m.get("memory_exceeded")]
         if over and not timed_out:
             reply |= {"memory_exceeded": True, "memory_used_mb": over[0].get("memory_used_mb")}
@@ -831,7 +944,7 @@ class Server:
 
     # --- inside the run -------------------------------------------------------------------------
 
-    def _create(self, req_r: int, stdin_fd: int, out_w: int, err_w: int, st_w: int) -> None:
+    def _create(self, req_r: int, stdin_fds: tuple[int, int], out_w: int, err_w: int, st_w: int) -> None:
         """The namespaces' creator: fresh user/mount/pid/net/ipc/uts namespaces, loopback, then the init."""
         flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
         unshare(flags | (0 if self.network else CLONE_NEWNET))
@@ -840,13 +953,13 @@ class Server:
             _loopback_up()
         init = os.fork()
         if init == 0:
-            self._init(req_r, stdin_fd, out_w, err_w, st_w)
+            self._init(req_r, stdin_fds, out_w, err_w, st_w)
         # The server waits for this process to exit before it sends the request: the init's pid is known
         # before any code of the request runs.
         os.write(st_w, (json.dumps({"init": init}) + "\n").encode())
         os._exit(0)
 
-    def _init(self, req_r: int, stdin_fd: int, out_w: int, err_w: int, st_w: int) -> None:
+    def _init(self, req_r: int, stdin_fds: tuple[int, int], out_w: int, err_w: int, st_w: int) -> None:
         """pid 1 of the run: mounts /proc and waits for the request; then mounts the scratch tmpfs,
         writes the files, starts the program, reaps orphans, bounds the run's memory, reports the status."""
         prctl(PR_SET_DUMPABLE, 0)  # the program may not open our status pipe through /proc/1/fd
@@ -857,7 +970,7 @@ class Server:
                     signal.signal(sig, signal.SIG_DFL)
                 except (OSError, ValueError):
                     pass
-        _close_all_but(req_r, stdin_fd, out_w, err_w, st_w)
+        _close_all_but(req_r, *stdin_fds, out_w, err_w, st_w)
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         drop_bounding_capabilities()  # the init keeps its effective ones; the program clears them
         with os.fdopen(req_r, "rb", buffering=1 << 16) as requests:
@@ -866,6 +979,9 @@ class Server:
                 files = {path: read_exact(requests, size) for path, size in header["files"]}
             except EOFError:  # never used: the server went away or discarded this run
                 os._exit(0)
+        memfd, pipe_r = stdin_fds
+        stdin_fd = pipe_r if header.get("stream") else memfd  # a streamed run reads what the host sends on
+        os.close(memfd if stdin_fd == pipe_r else pipe_r)
         limits = header["limits"]
         size_mb = int(limits["max_file_mb"])
         opts = f"size={size_mb}m,nr_inodes=4096,uid={SANDBOX_UID},gid={SANDBOX_UID}"
@@ -1081,7 +1197,8 @@ def main() -> None:
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1):
         os.dup2(null, fd)
-    ctl_in = os.fdopen(ctl_in_fd, "rb", buffering=1 << 16)
+    # unbuffered: during a streamed run the server polls this fd, so no frame may wait in a buffer
+    ctl_in = os.fdopen(ctl_in_fd, "rb", buffering=0)
     server = Server(config, ctl_in, ctl_out)
     root_built = False
     try:

@@ -9,6 +9,7 @@ never trust what a server sends beyond JSON and bytes, and never let `run()` han
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,12 +22,12 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NoReturn
 
 from llmenv.sandboxes import _server
 from llmenv.sandboxes.base import ExecResult, Limits, SandboxError, SandboxUnavailableError, normalize_files
 
-__all__ = ["DEFAULT_PRELOAD", "LocalSandbox", "namespace_support"]
+__all__ = ["DEFAULT_PRELOAD", "LocalSandbox", "SandboxStream", "namespace_support"]
 
 DEFAULT_PRELOAD: tuple[str, ...] = tuple(
     """abc array bisect collections copy dataclasses datetime decimal enum fractions functools heapq io
@@ -93,6 +94,8 @@ class _Worker:
         os.set_blocking(self.to_server, False)
         self.server_pid: int | None = None
         self.features: dict[str, Any] = {}
+        self.busy = True
+        """Held by a run or a stream (from `_acquire` to `_release`)."""
         try:
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
             first = self.read_header(deadline)
@@ -110,8 +113,11 @@ class _Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def kill(self) -> None:
-        """Kill the server (and with it every run inside) and reap it; never blocks for long."""
+    def kill(self, close_pipes: bool = True) -> None:
+        """Kill the server (and with it every run inside) and reap it; never blocks for long.
+
+        A worker in use keeps its pipes open (its user reads EOF, then releases it, which closes them):
+        closed there, their fd numbers could be reused by a new worker's pipes while the user still reads."""
         if self.proc.poll() is None and self.server_pid is not None and self.server_pid != self.proc.pid:
             try:
                 os.kill(self.server_pid, signal.SIGKILL)  # the pid-namespace init: takes all runs down with it
@@ -125,6 +131,8 @@ class _Worker:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        if not close_pipes:
+            return
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 stream.close()  # type: ignore[union-attr]
@@ -242,6 +250,7 @@ class LocalSandbox:
         self._cond = threading.Condition()
         self._idle: dict[bool, list[_Worker]] = {False: [], True: []}
         self._count = {False: 0, True: 0}
+        self._waiting = 0
         self._all: set[_Worker] = set()
         self._closed = False
         self._finalizer = weakref.finalize(self, _kill_all, self._all)
@@ -303,6 +312,51 @@ class LocalSandbox:
             return _result(reply, out, err)
         raise AssertionError("unreachable")
 
+    @property
+    def waiting(self) -> int:
+        """How many callers are waiting for a free worker now (holders of idle streams should end them)."""
+        return self._waiting
+
+    def stream(
+        self,
+        files_or_code: str | Mapping[str, str | bytes],
+        *,
+        cmd: list[str] | None = None,
+        stdin: str | bytes = "",
+        limits: Limits | None = None,
+    ) -> SandboxStream:
+        """Start a program that takes stdin and gives stdout while it runs (same isolation and bounds as `run`).
+
+        The stream holds one of this sandbox's workers until `close()`; `limits.wall_time_s` bounds
+        its whole life. A program's stdin here is a pipe (a `run`'s is a file)."""
+        files, cmd = normalize_files(files_or_code, cmd)
+        limits = limits or Limits()
+        stdin_bytes = stdin.encode() if isinstance(stdin, str) else bytes(stdin)
+        header = {
+            "cmd": cmd,
+            "limits": asdict(limits) | {"cpu_s": limits.effective_cpu_time_s},
+            "files": [[p, len(c)] for p, c in files.items()],
+            "stdin_size": len(stdin_bytes),
+            "stream": True,
+        }
+        data = json.dumps(header).encode()
+        payload = len(data).to_bytes(4, "big") + data + b"".join(files.values()) + stdin_bytes
+        for attempt in range(2):
+            worker = self._acquire(limits.network)
+            deadline = time.monotonic() + limits.wall_time_s + REPLY_GRACE_S
+            try:
+                worker.send(payload, deadline)
+            except (BrokenPipeError, ConnectionResetError):
+                self._release(worker, limits.network, False)
+                if attempt == 0:
+                    continue  # an idle server died; the request never reached it, so try a fresh one
+                raise SandboxError("sandbox server exited before taking the request") from None
+            except BaseException as exc:
+                self._release(worker, limits.network, False)
+                raise SandboxError(f"sandbox server failed ({exc}); it was killed and will be restarted") from exc
+            return SandboxStream(self, worker, limits.network, deadline)
+        raise AssertionError("unreachable")
+
     def _config(self, network: bool) -> dict[str, Any]:
         import tempfile
 
@@ -323,12 +377,17 @@ class LocalSandbox:
                 while idle:
                     worker = idle.pop()
                     if worker.alive():
+                        worker.busy = True
                         return worker
                     self._forget(worker, network)
                 if self._count[network] < self.workers:
                     self._count[network] += 1
                     break
-                self._cond.wait()
+                self._waiting += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._waiting -= 1
         try:
             worker = _Worker(self._config(network), self.python)
         except BaseException:
@@ -342,6 +401,7 @@ class LocalSandbox:
 
     def _release(self, worker: _Worker, network: bool, healthy: bool) -> None:
         with self._cond:
+            worker.busy = False
             if healthy and not self._closed and worker.alive():
                 self._idle[network].append(worker)
             else:
@@ -352,6 +412,90 @@ class LocalSandbox:
         worker.kill()
         self._all.discard(worker)
         self._count[network] -= 1
+
+
+class SandboxStream:
+    """A program running in a `LocalSandbox` that is fed stdin and read from while it runs.
+
+    One thread at a time. `read` gives stdout as the program writes it (b"" once the run has ended);
+    `close` ends its stdin (or stops it) and returns the run's `ExecResult`, whose stdout holds only
+    what came after the last `read`. Any failure of the server kills it (and the run) and raises
+    SandboxError; the worker goes back to the sandbox in every case."""
+
+    def __init__(self, sandbox: LocalSandbox, worker: _Worker, network: bool, deadline: float) -> None:
+        self._sandbox, self._network, self._deadline = sandbox, network, deadline
+        self._worker: _Worker | None = worker
+        self._reply: dict[str, Any] | None = None
+        self._stderr = b""
+        self.result: ExecResult | None = None
+        """The run's result once it has ended."""
+
+    @property
+    def ended(self) -> bool:
+        """Whether the program's run is over (its result is then in `result`)."""
+        return self._reply is not None or self._worker is None
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the program's stdin (ignored by a run that has ended)."""
+        if not self.ended:
+            self._send({"stdin": len(data)}, data)
+
+    def read(self, timeout_s: float) -> bytes | None:
+        """The next piece of stdout; None when nothing came within timeout_s; b"" once the run has ended."""
+        if self.ended:
+            return b""
+        worker = self._worker
+        assert worker is not None
+        wait = min(timeout_s, self._deadline - time.monotonic())
+        if wait < 0 or not select.select([worker.from_server], [], [], max(0.0, wait))[0]:
+            if time.monotonic() >= self._deadline:
+                self._fail(TimeoutError("sandbox server did not end the stream in time"))
+            return None
+        try:
+            header = worker.read_header(self._deadline)  # a frame is written whole: this does not wait long
+            if "chunk" in header:
+                return worker.read_exact(int(header["chunk"]), self._deadline)
+            out = worker.read_exact(int(header.get("stdout_size", 0)), self._deadline)
+            self._stderr = worker.read_exact(int(header.get("stderr_size", 0)), self._deadline)
+        except (TimeoutError, EOFError, OSError, ValueError) as exc:
+            self._fail(exc)
+        self._reply = header
+        self._finish(healthy=True)
+        self.result = _result(header, out, self._stderr)
+        return b""
+
+    def close(self, *, stop: bool = False) -> ExecResult:
+        """End the program's stdin (or, with stop, kill its run) and wait for the end; its result."""
+        chunks = []
+        if not self.ended:
+            self._send({"stop": True} if stop else {"eof": True})
+            while (chunk := self.read(max(0.0, self._deadline - time.monotonic()))) != b"":
+                chunks.append(chunk or b"")
+        if self.result is None:
+            raise SandboxError("the stream failed earlier; its run was killed")
+        if chunks:
+            self.result = dataclasses.replace(
+                self.result, stdout=b"".join(chunks).decode("utf-8", "replace") + self.result.stdout
+            )
+        return self.result
+
+    def _send(self, frame: dict[str, Any], data: bytes = b"") -> None:
+        header = json.dumps(frame).encode()
+        worker = self._worker
+        assert worker is not None
+        try:
+            worker.send(len(header).to_bytes(4, "big") + header + data, self._deadline)
+        except (TimeoutError, OSError) as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        self._finish(healthy=False)
+        raise SandboxError(f"sandbox server failed ({exc}); it was killed and will be restarted") from exc
+
+    def _finish(self, healthy: bool) -> None:
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            self._sandbox._release(worker, self._network, healthy)
 
 
 def _package_folder(path: str | os.PathLike[str]) -> str:
@@ -373,7 +517,7 @@ def _package_folder(path: str | os.PathLike[str]) -> str:
 
 def _kill_all(workers: set[_Worker]) -> None:
     for worker in list(workers):
-        worker.kill()
+        worker.kill(close_pipes=not worker.busy)
     workers.clear()
 
 

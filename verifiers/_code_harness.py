@@ -9,13 +9,16 @@ only after the spawner of candidate processes has forked, so that no candidate p
 It imports only cheap modules (no json, ast, socket, signal wrappers): it runs once per verdict.
 
 stdin (after the bootstrap's own two frames that carry this program): `[u32 n][n bytes marshal
-{"preimport": [module names]}]` (public; read before the first spawner forks), then `marshal
-{"nonce": str, "jobs": [job]}` with job = `{"code", "prelude", "units": [(statement source,
-is_test)], "binds": {test name: candidate function name}, "modules": [stdlib names for the
-tests], "entry_point", "timeout_s", "budget_s"}`. stdout, per job j: `<nonce> start <j> <job
-nonce>` (the job nonce is drawn after the job's spawner forked), then `<job nonce> plan <n tests>`,
-one `<job nonce> result <i> <1|0> <reason, unicode-escaped>` per test and `<job nonce> done
-<"" | "timeout">`; or `<job nonce> fatal <reason>` when the tests themselves cannot be set up.
+{"preimport": [module names], "cpu": int | None, "stream": bool}]` (public; read before the first
+spawner forks; `cpu` pins the run to one core), then `marshal {"nonce": str, "jobs": [job]}`; or,
+when `stream` is set, one `[u32 n][marshal {"nonce": str, "job": job}]` frame per job as the host
+sends them, until stdin ends (each job then reports as job 0 of its own nonce); job = `{"code",
+"prelude", "units": [(statement source, is_test)], "binds": {test name: candidate function name},
+"modules": [stdlib names for the tests], "entry_point", "timeout_s", "budget_s"}`. stdout, per
+job j: `<nonce> start <j> <job nonce>` (the job nonce is drawn after the job's spawner forked),
+then `<job nonce> plan <n tests>`, one `<job nonce> result <i> <1|0> <reason, unicode-escaped>`
+per test and `<job nonce> done <"" | "timeout">`; or `<job nonce> fatal <reason>` when the tests
+themselves cannot be set up.
 Besides `binds`, every top-level callable the candidate defines is bound in the tests' namespace
 under its own name wherever the tests and builtins have none (helpers such as HumanEval's `poly`),
 through the same call proxy and the same exact-builtin rule for what comes back.
@@ -638,20 +641,36 @@ def main():
         except Exception:  # noqa: BLE001 - the candidate or the tests will report it themselves
             pass
     spawner, control = _start_spawner()  # before the secrets are read: no candidate ever holds them
-    secret = marshal.loads(_read_stdin())
     _signal.signal(_signal.SIGALRM, _on_alarm)
     private_scratch = cwd == "/sandbox"  # LocalSandbox: /sandbox, /tmp and /dev/shm are this run's own tmpfs
-    for j, job in enumerate(secret["jobs"]):
+    streamed = bool(public.get("stream"))
+    if streamed:
+        jobs = _streamed_jobs()
+    else:
+        secret = marshal.loads(_read_stdin())
+        jobs = ((secret["nonce"], job, j + 1 == len(secret["jobs"])) for j, job in enumerate(secret["jobs"]))
+    for j, (nonce, job, last) in enumerate(jobs):
         job_nonce = os.urandom(16).hex()
-        _emit(secret["nonce"], "start", f"{j} {job_nonce}")
+        _emit(nonce, "start", f"{0 if streamed else j} {job_nonce}")
         _run_tests(job_nonce, job, control)
-        if j + 1 < len(secret["jobs"]):
+        if not last:  # (a streamed run cleans up right away: the next job may come at any time)
             reset = _spawner_reset(spawner, control)
             if not (_kill_descendants(keep=(spawner,)) and reset):
                 return  # the next job could be touched by what this one left: leave the rest unreported
             if private_scratch:
                 for path in ("/sandbox", "/tmp", "/dev/shm"):
                     _wipe(path)
+
+
+def _streamed_jobs():
+    """(nonce, job, False) for each `[u32 n][marshal {"nonce", "job"}]` frame on stdin, until it ends."""
+    while True:
+        head = os.read(0, 4)
+        if not head:
+            return
+        (size,) = _U32.unpack(head + _read_stdin(4 - len(head)) if len(head) < 4 else head)
+        frame = marshal.loads(_read_stdin(size))
+        yield frame["nonce"], frame["job"], False
 
 
 if __name__ == "__main__":

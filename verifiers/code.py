@@ -282,6 +282,171 @@ class _CpuSlots:
 
 
 _CPUS = _CpuSlots()
+_POOL_LOCK = threading.Lock()
+
+
+STREAM_IDLE_S = 0.25
+"""How long a streamed harness run may wait for its next job before it is ended (it holds a sandbox worker)."""
+_STREAM_GRACE_S = 2.0
+
+
+class _Stream:
+    """One streamed harness run: jobs go in one at a time, each with a nonce of its own."""
+
+    def __init__(self, stream: Any, cpu: int | None, wall_s: float) -> None:
+        self.stream, self.cpu = stream, cpu
+        self.retire_at = time.monotonic() + wall_s
+        self.jobs = 0
+        self.idle_since = time.monotonic()
+
+    def run(self, job: _Job, limits: Limits, per_test_timeout_s: float) -> Verdict | None:
+        """The job's verdict, or None when the run broke off before the job's report was complete."""
+        nonce = secrets.token_hex(16)
+        frame = marshal.dumps({"nonce": nonce, "job": _job_payload(job, limits, per_test_timeout_s)})
+        started = time.monotonic()
+        deadline = started + limits.wall_time_s + _STREAM_GRACE_S
+        self.jobs += 1
+        self.stream.write(struct.pack(">I", len(frame)) + frame)
+        text = ""
+        while True:
+            chunk = self.stream.read(max(0.0, deadline - time.monotonic()))
+            if not chunk:  # the run ended (b"") or the job overran its bound (None)
+                return None
+            text += chunk.decode("utf-8", "replace")
+            if " done " in text or " fatal " in text:
+                report = _parse_reports(text[: text.rfind("\n") + 1], nonce, 1)[0]
+                if report.done or report.fatal is not None:
+                    result = ExecResult(text, "", None, False, False, time.monotonic() - started)
+                    return CodeVerifier._job_verdict_of(job, report, result, limits)
+
+
+class _StreamPool:
+    """Streamed harness runs that single `CodeVerifier` calls share (sandboxes with a `stream` method).
+
+    A call takes an idle run (or starts one, up to the sandbox's workers), sends its job, reads the
+    job's report and gives the run back; a run ends after `programs_per_run` jobs, near its wall-clock
+    bound, after STREAM_IDLE_S without a job, or at once when another caller waits for a sandbox worker.
+    Jobs of one run go one after another with the same isolation as a shared run's."""
+
+    def __init__(self, verifier: CodeVerifier) -> None:
+        self.sandbox = verifier.sandbox
+        self.limits, self.per_test_timeout_s = verifier.limits, verifier.per_test_timeout_s
+        self.per_run = verifier.programs_per_run
+        self.size = max(1, int(getattr(self.sandbox, "workers", 1) or 1))
+        self._cond = threading.Condition()
+        self._idle: list[_Stream] = []
+        self._open = 0
+        self._reaper: threading.Thread | None = None
+        self._closed = False
+
+    def verdict(self, job: _Job) -> Verdict | None:
+        """The job's verdict through a streamed run; None when it has to run alone."""
+        stream = self._take()
+        if stream is None:
+            return None
+        verdict = None
+        try:
+            verdict = stream.run(job, self.limits, self.per_test_timeout_s)
+        except SandboxError:
+            pass
+        finally:
+            self._give(stream, healthy=verdict is not None)
+        return verdict
+
+    def close_idle(self) -> None:
+        """End every run that waits for a job (so that the sandbox's workers are free for others)."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+        for stream in idle:
+            self._end(stream)
+
+    def close(self) -> None:
+        """End every idle run; runs in use end when they are given back."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.close_idle()
+
+    def _take(self) -> _Stream | None:
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self.size:
+                    self._open += 1
+                    break
+                self._cond.wait()
+        cpu = _CPUS.take()
+        wall_s = self.limits.wall_time_s * self.per_run + _STREAM_GRACE_S
+        try:
+            public = marshal.dumps({"preimport": [], "cpu": cpu, "stream": True})
+            stdin = _HARNESS_FRAMES + struct.pack(">I", len(public)) + public
+            live = self.sandbox.stream(  # type: ignore[attr-defined]
+                _BOOTSTRAP, stdin=stdin, limits=replace(self.limits, wall_time_s=wall_s)
+            )
+        except BaseException:
+            _CPUS.give(cpu)
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            return None
+        return _Stream(live, cpu, wall_s)
+
+    def _give(self, stream: _Stream, healthy: bool) -> None:
+        worn = stream.jobs >= self.per_run or time.monotonic() + self.limits.wall_time_s + 1.0 > stream.retire_at
+        wanted = getattr(self.sandbox, "waiting", 0) > 0  # someone else needs a worker
+        if not healthy or worn or wanted or self._closed:
+            self._end(stream, stop=not healthy)
+            return
+        stream.idle_since = time.monotonic()
+        with self._cond:
+            self._idle.append(stream)
+            self._cond.notify()
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="llmenv-code-streams", daemon=True)
+                self._reaper.start()
+
+    def _end(self, stream: _Stream, stop: bool = False) -> None:
+        try:
+            stream.stream.close(stop=stop)
+        except SandboxError:
+            pass
+        finally:
+            _CPUS.give(stream.cpu)
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+
+    def _reap(self) -> None:
+        """End runs idle for STREAM_IDLE_S, or at once while another caller waits for a sandbox worker."""
+        while True:
+            with self._cond:
+                if not self._idle:
+                    self._reaper = None
+                    return
+                now = time.monotonic()
+                wanted = getattr(self.sandbox, "waiting", 0) > 0
+                done = [s for s in self._idle if wanted or now - s.idle_since >= STREAM_IDLE_S]
+                self._idle = [s for s in self._idle if s not in done]
+            for stream in done:
+                self._end(stream)
+            time.sleep(0.02)
+
+
+def _job_payload(job: _Job, limits: Limits, per_test_timeout_s: float) -> dict[str, Any]:
+    """What the harness gets of one job."""
+    return {
+        "code": job.code,
+        "prelude": job.plan["prelude"],
+        "units": job.plan["units"],
+        "binds": job.plan["binds"],
+        "modules": job.plan["modules"],
+        "entry_point": job.plan["entry_point"],
+        "timeout_s": float(per_test_timeout_s),
+        "budget_s": float(limits.wall_time_s),
+    }
 
 
 @dataclass(frozen=True)
@@ -329,6 +494,7 @@ class CodeVerifier(BaseVerifier):
         if not isinstance(programs_per_run, int) or programs_per_run < 1:
             raise VerifierError(f"programs_per_run must be a positive int, got {programs_per_run!r}")
         self._sandbox = sandbox
+        self._pool: _StreamPool | None = None
         self.limits = limits
         self.per_test_timeout_s = per_test_timeout_s
         self.programs_per_run = programs_per_run
@@ -343,11 +509,30 @@ class CodeVerifier(BaseVerifier):
         return self._sandbox
 
     def __call__(self, completion: str, task: Task) -> Verdict:
-        """Score one completion: the fraction of `task.tests` its code passes."""
+        """Score one completion: the fraction of `task.tests` its code passes (thread-safe; calls made at
+        the same time share streamed runs where the sandbox can stream)."""
         job = self._job(completion, task)
-        if isinstance(job, _Job):
-            return self._run_jobs([job])[0]
-        return self._run_stdio(*job)
+        if not isinstance(job, _Job):
+            return self._run_stdio(*job)
+        pool = self._streams()
+        verdict = pool.verdict(job) if pool is not None else None
+        return verdict if verdict is not None else self._run_jobs([job])[0]
+
+    def _streams(self) -> _StreamPool | None:
+        if self.programs_per_run < 2 or not callable(getattr(self.sandbox, "stream", None)):
+            return None
+        with _POOL_LOCK:
+            if self._pool is None:
+                self._pool = _StreamPool(self)
+            return self._pool
+
+    def close(self) -> None:
+        """End the streamed runs this verifier keeps (they also end by themselves when idle)."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_pool": None}
 
     def verify_batch(
         self, completions: Sequence[str], tasks: Sequence[Task], *, max_workers: int | None = None
@@ -355,6 +540,8 @@ class CodeVerifier(BaseVerifier):
         """Score many completions in parallel (threads over the thread-safe sandbox); verdicts in input order."""
         if len(completions) != len(tasks):
             raise ValueError(f"got {len(completions)} completions for {len(tasks)} tasks; expected one task each")
+        if self._pool is not None:
+            self._pool.close_idle()  # the shared runs below need the workers that idle streamed runs hold
         verdicts: list[Verdict | None] = [None] * len(completions)
         chunks: list[list[int]] = []
         jobs: dict[int, _Job] = {}
@@ -402,22 +589,7 @@ class CodeVerifier(BaseVerifier):
         cpu = _CPUS.take()
         public = marshal.dumps({"preimport": preimport, "cpu": cpu})
         secret = marshal.dumps(
-            {
-                "nonce": nonce,
-                "jobs": [
-                    {
-                        "code": job.code,
-                        "prelude": job.plan["prelude"],
-                        "units": job.plan["units"],
-                        "binds": job.plan["binds"],
-                        "modules": job.plan["modules"],
-                        "entry_point": job.plan["entry_point"],
-                        "timeout_s": float(self.per_test_timeout_s),
-                        "budget_s": float(self.limits.wall_time_s),
-                    }
-                    for job in jobs
-                ],
-            }
+            {"nonce": nonce, "jobs": [_job_payload(job, self.limits, self.per_test_timeout_s) for job in jobs]}
         )
         limits = replace(self.limits, wall_time_s=self.limits.wall_time_s * len(jobs))
         try:
@@ -438,6 +610,10 @@ class CodeVerifier(BaseVerifier):
         return verdicts
 
     def _job_verdict(self, job: _Job, report: _Report, result: ExecResult) -> Verdict:
+        return self._job_verdict_of(job, report, result, self.limits)
+
+    @staticmethod
+    def _job_verdict_of(job: _Job, report: _Report, result: ExecResult, limits: Limits) -> Verdict:
         labels = [source for source, is_test in job.plan["units"] if is_test]
         if report.fatal is not None:
             return Verdict.failure(f"the task's tests could not be set up: {report.fatal}", name="tests")
@@ -446,7 +622,7 @@ class CodeVerifier(BaseVerifier):
                 f"the test harness did not start ({_run_summary(result)}); stderr: {_short(result.stderr[-600:])}",
                 name="tests",
             )
-        missing = _missing_reason(result, self.limits)
+        missing = _missing_reason(result, limits)
         rows = []
         for i, label in enumerate(labels):
             ok, reason = report.outcomes.get(i, (False, missing))

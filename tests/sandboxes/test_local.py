@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -263,3 +264,92 @@ def test_site_packages_must_be_existing_folders(tmp_path):
     if os.path.realpath(tmp_path).startswith("/tmp/"):  # a folder the runs' own /tmp would hide
         with pytest.raises(ValueError, match="which the sandbox covers"):
             LocalSandbox(site_packages=[tmp_path])
+
+
+# --- streamed runs ------------------------------------------------------------------------------
+
+DOUBLER = "import sys\nfor line in sys.stdin:\n    print(int(line) * 2, flush=True)\nprint('bye')\n"
+
+
+def read_line(stream, timeout_s: float = HANG_S) -> bytes:
+    """One stdout line of a stream (pieces may come split or joined)."""
+    data = b""
+    deadline = time.monotonic() + timeout_s
+    while not data.endswith(b"\n"):
+        chunk = stream.read(max(0.0, deadline - time.monotonic()))
+        assert chunk, f"no line within {timeout_s}s (got {data!r}, then {chunk!r})"
+        data += chunk
+    return data
+
+
+def test_a_stream_takes_stdin_and_gives_stdout_while_it_runs(sb):
+    stream = sb.stream(DOUBLER, stdin=b"1\n", limits=Limits(wall_time_s=HANG_S))
+    assert read_line(stream) == b"2\n"
+    for n in (10, 11, 12):
+        stream.write(f"{n}\n".encode())
+        assert read_line(stream) == f"{2 * n}\n".encode()  # the answer comes before stdin ends
+    assert stream.read(0.05) is None  # nothing more until it is asked
+    stream.write(b"5\n")
+    result = stream.close()
+    assert result.ok and result.stdout == "10\nbye\n" and stream.ended and stream.result == result
+    assert sb.run("print(6 * 7)").stdout == "42\n"  # the worker went back to the pool
+
+
+def test_a_stream_keeps_the_isolation_and_bounds_of_a_run(sb):
+    stream = sb.stream("import os, sys\nprint(os.getuid(), os.getcwd(), flush=True)\nsys.stdin.read()\n")
+    assert read_line(stream) == b"1000 /sandbox\n"
+    assert stream.close().ok
+    started = time.monotonic()
+    stream = sb.stream("import time\nprint('up', flush=True)\ntime.sleep(60)\n", limits=Limits(wall_time_s=1.0))
+    assert read_line(stream) == b"up\n"
+    assert stream.read(HANG_S) == b"" and stream.result is not None and stream.result.timed_out
+    assert time.monotonic() - started < HANG_S
+    stream = sb.stream("print('x' * 5000)", limits=Limits(max_output_bytes=100))
+    result = stream.close()
+    assert len(result.stdout) == 100 and result.output_truncated
+
+
+def test_stopping_a_stream_kills_its_run_even_when_it_reads_nothing(sb):
+    marker = f"llmenv-stream-{uuid.uuid4().hex}"
+    stream = sb.stream(f"import os, shutil\nos.execv(shutil.which('sleep'), [{marker!r}, '1000'])\n")
+    stream.write(b"x" * (1 << 20))  # more than a pipe holds: the server must not block on it
+    started = time.monotonic()
+    result = stream.close(stop=True)
+    assert result.signal == signal.SIGKILL and not result.timed_out and time.monotonic() - started < HANG_S
+    assert host_pids_with(marker) == []
+    assert sb.run("print(1)").stdout == "1\n"
+
+
+def test_waiting_counts_the_callers_that_want_a_worker():
+    with LocalSandbox(workers=1) as box:
+        stream = box.stream(DOUBLER)
+        assert box.waiting == 0
+        done = []
+        thread = threading.Thread(target=lambda: done.append(box.run("print(3)").stdout))
+        thread.start()
+        deadline = time.monotonic() + HANG_S
+        while box.waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert box.waiting == 1 and not done  # the only worker is the stream's
+        stream.close()
+        thread.join(HANG_S)
+        assert done == ["3\n"] and box.waiting == 0
+
+
+def test_streams_in_unsafe_mode():
+    with LocalSandbox(workers=1, unsafe_no_namespaces=True) as box:
+        stream = box.stream(DOUBLER, stdin=b"4\n")
+        assert read_line(stream) == b"8\n"
+        assert stream.close().stdout == "bye\n"
+
+
+def test_a_stream_whose_sandbox_closed_fails_and_never_reads_another_sandboxs_pipes():
+    box = LocalSandbox(workers=1)
+    stream = box.stream(DOUBLER)
+    box.close()
+    with LocalSandbox(workers=1) as other:
+        assert other.run("print(2)").stdout == "2\n"  # its pipes may take the closed worker's fd numbers
+        with pytest.raises(SandboxError):
+            while stream.read(HANG_S) is not None:  # EOF from the killed server, never the new one's frames
+                pass
+        assert other.run("print(3)").stdout == "3\n"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -446,3 +448,93 @@ def test_each_run_is_pinned_to_one_cpu_and_concurrent_runs_to_different_ones(ver
     pinned = fenced("import os\ndef add(a, b):\n    return a + b if len(os.sched_getaffinity(0)) == 1 else 0\n")
     verdicts = verifier.verify_batch([pinned] * 4, [ADD_ASSERTS] * 4)
     assert [v.reward for v in verdicts] == [1.0] * 4 and verifier(pinned, ADD).reward == 1.0
+
+
+# ---------------------------------------------------------------- single calls on streamed runs
+
+
+class CountingRuns:
+    """A LocalSandbox seen through a counter of its runs and streams (both real)."""
+
+    def __init__(self, inner):
+        self.inner, self.runs, self.streams = inner, 0, 0
+        self.workers = inner.workers
+
+    @property
+    def waiting(self):
+        return self.inner.waiting
+
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        return self.inner.run(*args, **kwargs)
+
+    def stream(self, *args, **kwargs):
+        self.streams += 1
+        return self.inner.stream(*args, **kwargs)
+
+
+@pytest.fixture
+def counted():
+    from llmenv.sandboxes import LocalSandbox
+
+    with LocalSandbox(workers=2) as box:
+        yield CountingRuns(box)
+
+
+def test_single_calls_share_streamed_runs_and_give_the_same_verdicts(verifier, counted):
+    streamed = CodeVerifier(counted, limits=verifier.limits, per_test_timeout_s=1.0, programs_per_run=4)
+    completions = [fenced(GOOD), fenced("def add(a, b):\n    return a - b\n"), "no code", fenced(GOOD)] * 3
+    tasks = [ADD, ADD_ASSERTS, ADD, ADD_ASSERTS] * 3
+    got = [streamed(c, t) for c, t in zip(completions, tasks)]
+    want = [verifier(c, t) for c, t in zip(completions, tasks)]
+    assert [v.details["tests"] for v in got] == [v.details["tests"] for v in want]
+    assert [v.reward for v in got] == [v.reward for v in want] == [1.0, 0.25, 0.0, 1.0] * 3
+    assert counted.runs == 0 and counted.streams == 3  # 12 calls, 4 per streamed run
+    with ThreadPoolExecutor(4) as pool:  # calls from several threads at once
+        rewards = list(pool.map(lambda ct: streamed(*ct).reward, zip(completions, tasks)))
+    assert rewards == [v.reward for v in want] and counted.runs == 0
+
+
+def test_an_idle_streamed_run_ends_and_a_killer_cannot_sink_the_next_call(verifier, counted):
+    from llmenv.verifiers import code as code_module
+
+    streamed = CodeVerifier(counted, limits=verifier.limits, per_test_timeout_s=1.0)
+    assert streamed(fenced(GOOD), ADD).reward == 1.0 and counted.streams == 1
+    deadline = time.monotonic() + 10 * code_module.STREAM_IDLE_S + 5
+    while streamed._pool._open and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert streamed._pool._open == 0  # it held a sandbox worker: it ended by itself
+    for hack in ("kill_harness", "kill_process_group", "os_exit_in_function", "fake_results", "eq_override"):
+        assert streamed(fenced(HACKS[hack]), ADD).reward == 0.0, hack
+        verdict = streamed(fenced(GOOD), ADD)
+        assert verdict.reward == 1.0 and verdict.error is None, (hack, verdict.details)
+
+
+def test_an_idle_streamed_run_gives_way_to_another_caller_at_once(monkeypatch):
+    from llmenv.sandboxes import LocalSandbox
+    from llmenv.verifiers import code as code_module
+
+    monkeypatch.setattr(code_module, "STREAM_IDLE_S", 600.0)
+    with LocalSandbox(workers=1) as box:
+        streamed = CodeVerifier(box, per_test_timeout_s=2.0)
+        assert streamed(fenced(GOOD), ADD).reward == 1.0 and streamed._pool._open == 1  # holds the only worker
+        assert box.run("print(1)", limits=Limits(wall_time_s=5.0)).stdout == "1\n"  # well before 600 s
+        assert streamed._pool._open == 0 and streamed(fenced(GOOD), ADD).reward == 1.0
+        streamed.close()
+
+
+def test_no_program_of_a_streamed_run_holds_any_tests_in_memory(counted):
+    marked = Task("Write add(a, b).", tests=["assert add(1, 2) == 3  # SECRET_MARKER_7391", "assert add(2, 2) == 4"])
+    streamed = CodeVerifier(counted, limits=Limits(wall_time_s=10.0), per_test_timeout_s=2.0, programs_per_run=4)
+    verdicts = [streamed(fenced(SNOOP), marked) for _ in range(4)]
+    assert [v.reward for v in verdicts] == [1.0] * 4, [v.details for v in verdicts]
+    assert counted.streams == 1 and counted.runs == 0, (counted.streams, counted.runs)
+
+
+@pytest.mark.parametrize("tamper", ["signal.SIGKILL", "signal.SIGSTOP"])
+def test_a_tampered_spawner_in_a_streamed_run_cannot_fail_the_next_calls(counted, tamper):
+    streamed = CodeVerifier(counted, limits=Limits(wall_time_s=10.0), per_test_timeout_s=2.0)
+    bad = fenced(f"import os, signal\nos.kill(os.getppid(), {tamper})\n" + GOOD)
+    verdicts = [streamed(c, ADD_ASSERTS) for c in (bad, fenced(GOOD), fenced(GOOD))]
+    assert [v.reward for v in verdicts] == [1.0, 1.0, 1.0] and all(v.error is None for v in verdicts)
+    assert not any(v.details["timed_out"] for v in verdicts)
