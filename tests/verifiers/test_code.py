@@ -538,3 +538,17 @@ def test_a_tampered_spawner_in_a_streamed_run_cannot_fail_the_next_calls(counted
     verdicts = [streamed(c, ADD_ASSERTS) for c in (bad, fenced(GOOD), fenced(GOOD))]
     assert [v.reward for v in verdicts] == [1.0, 1.0, 1.0] and all(v.error is None for v in verdicts)
     assert not any(v.details["timed_out"] for v in verdicts)
+
+
+def test_candidates_run_without_privileges_in_every_kind_of_run(verifier, counted):
+    status = (
+        "def status():\n"
+        "    fields = dict(line.split(':', 1) for line in open('/proc/self/status').read().splitlines())\n"
+        "    return fields['NoNewPrivs'].strip() + ' ' + fields['CapEff'].strip() + ' ' + fields['CapBnd'].strip()\n"
+    )
+    task = Task("status()", tests=["assert status() == '1 0000000000000000 0000000000000000'"])
+    streamed = CodeVerifier(counted, limits=verifier.limits, per_test_timeout_s=1.0)
+    shared = CodeVerifier(counted, limits=verifier.limits, per_test_timeout_s=1.0, programs_per_run=2)
+    verdicts = [streamed(fenced(status), task), *shared.verify_batch([fenced(status)] * 2, [task] * 2)]
+    assert [v.reward for v in verdicts] == [1.0] * 3, [v.details["tests"] for v in verdicts]
+    assert counted.streams == 1 and counted.runs == 2  # (a batch takes a shared run per worker)
