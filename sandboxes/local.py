@@ -217,6 +217,13 @@ class LocalSandbox:
     its own /tmp), raises ValueError. The folders must
     suit `python` (same version and ABI); modules listed in `preload` may come from them.
 
+    Streamed runs: `stream()` starts a program like `run()` (same namespaces, bounds and wall clock,
+    which here bounds the stream's whole life) whose stdin is a pipe the caller feeds with
+    `write()` while it reads stdout as it comes with `read()`; `close()` ends its stdin (or stops it)
+    and gives the ExecResult. A stream holds its worker until it ends; `waiting` says how many callers
+    want one meanwhile. CodeVerifier's single calls share streamed runs (DockerSandbox has none: there
+    each call is a run).
+
     Servers start lazily, one per concurrent run up to `workers` (and a separate pool for
     `Limits(network=True)`, which shares the host's network). `SandboxUnavailableError` comes from the
     constructor when `namespace_support()` finds a missing kernel feature, or from the first `run()`

@@ -466,15 +466,23 @@ class CodeVerifier(BaseVerifier):
         limits: bounds of one program's run (for stdin/stdout tests, `wall_time_s` bounds all cases together).
         per_test_timeout_s: bound of one test (one check() statement, one assert, one stdin/stdout case),
             and of loading the code.
-        programs_per_run: how many completions `verify_batch` checks in one sandbox run (function-call
-            tests only; a single call always gets a run of its own). 1 gives each completion a fresh
-            sandbox run (new namespaces). Above 1, the programs of a run go one after another, each in
-            fresh processes forked by a spawner that was forked before any test was read (no program's
-            processes ever hold a test or a nonce); between two programs every process the first left is
-            killed, the spawner must prove it was not tampered with (stopped, rlimits, priority), and
-            LocalSandbox's scratch dirs are wiped; a program whose results are incomplete is re-run alone.
-            This amortises the sandbox's start-up cost (about 3x the throughput at 32). A batch is split
-            into runs of even sizes, at least one per sandbox worker.
+        programs_per_run: how many completions one sandbox run checks (function-call tests only).
+            1 gives each completion a fresh sandbox run (new namespaces). Above 1, the programs of a
+            run go one after another, each in fresh processes forked by a spawner that was forked
+            before any test was read (no program's processes ever hold a test or a nonce); between two
+            programs every process the first left is killed, the spawner must prove it was not tampered
+            with (stopped, rlimits, priority), and LocalSandbox's scratch dirs are wiped; a program whose
+            results are incomplete is re-run alone. This amortises the sandbox's start-up cost (about
+            3.5x the throughput at 32). `verify_batch` splits a batch into such runs of even sizes, at
+            least one per sandbox worker. Single calls (`__call__`, from any number of threads) share
+            streamed runs where the sandbox has `stream` (LocalSandbox): at most one per sandbox worker,
+            each fed one job at a time and ended after `programs_per_run` jobs, after STREAM_IDLE_S
+            without one, or at once when another caller waits for a sandbox worker; elsewhere (or at 1)
+            a single call gets a run of its own. `close()` ends the streamed runs at once.
+
+    Every run pins itself (its harness, spawner and candidates) to the CPU with the fewest of this
+    process's runs in flight: a test calls into the candidate and waits for the answer, and that
+    hand-off costs 3-4x more across cores than on one.
     """
 
     time_bounded = True
