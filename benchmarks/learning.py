@@ -6,9 +6,11 @@ stdout; `--extra` appends flags to that learner's command, overriding the suite'
 
 - `demo`: `llmenv/arith-demo-v0` (one-digit `+`/`-` with the demo's shaped reward: correct boxed answer
   1 + exactly one `\\boxed{}` holding a whole number 0.5 + correct final number 0.25), GRPO as `llmenv
-  demo` runs it and online DPO on the same episodes per step (8 prompts x 4 samples, 20 steps);
-- `multiturn`: `llmenv/arith-retry-demo-v0` (a wrong answer gets feedback and one more attempt), GRPO
-  and PPO (`benchmarks/multiturn_learning.py` runs this suite).
+  demo` runs it, and on the same episodes per step (8 prompts x 4 samples, 20 steps) online DPO, SPIN
+  (`spin`: chosen = the reference answer as `\\boxed{N}`, two iterations) and rejection-sampling
+  fine-tuning (`rft`: SFT on the verified successes);
+- `multiturn`: `llmenv/arith-retry-demo-v0` (a wrong answer gets feedback and one more attempt), GRPO,
+  PPO and online DPO (`benchmarks/multiturn_learning.py` runs this suite).
 
 For each learner and seed the real command line runs in a fresh process (`llmenv train LEARNER ...
 --seed S`), then greedy held-out success of `OUT/<learner>-s<S>/final` is measured on 64 tasks drawn from
@@ -45,6 +47,9 @@ SUITES: dict[str, dict] = {
             "grpo": ["--steps", "20", "--prompts-per-step", "8", "--group-size", "4", "--lr", "2e-5"],
             "online-dpo": ["--steps", "20", "--prompts-per-step", "8", "--group-size", "4", "--lr", "2e-5",
                            "--beta", "0.1"],
+            "spin": ["--spin", "--spin-iterations", "2", "--spin-template", "\\boxed{{answer}}", "--steps", "20",
+                     "--prompts-per-step", "8", "--group-size", "4", "--lr", "2e-5", "--beta", "0.1"],
+            "rft": ["--steps", "20", "--prompts-per-step", "8", "--samples", "4", "--lr", "2e-5"],
         },
     },
     "multiturn": {
@@ -56,12 +61,18 @@ SUITES: dict[str, dict] = {
                 "--critic", "head", "--critic-lr", "1e-4", "--epochs", "1", "--minibatches", "2", "--kl-coef", "0",
                 "--entropy-coef", "0.01",
             ],
+            "online-dpo": ["--steps", "20", "--prompts-per-step", "8", "--group-size", "4", "--lr", "2e-5",
+                           "--beta", "0.1"],
         },
     },
 }  # fmt: skip
 """Every learner sees 32 episodes per step. PPO runs 16 steps at twice GRPO's lr with an entropy bonus
 (without it, PPO's entropy fell from 1.8 to 0.1 in about 12 updates and one seed of three settled on a
 shaping optimum; BENCHMARKS.md "Multi-turn training")."""
+
+COMMANDS = {"spin": "online-dpo", "rft": "sft"}
+"""The `llmenv train` subcommand of a suite entry not named after one: SPIN is online DPO's `--spin` mode,
+rejection-sampling fine-tuning (RFT) is `llmenv train sft --task ID --samples K`."""
 
 
 def held_out_success(task: str, model: str) -> dict[str, float]:
@@ -93,7 +104,8 @@ def run_suite(suite: str, learners: list[str], seeds: list[int], out: Path, extr
     for learner in learners:
         for seed in seeds:
             key = f"{learner}-s{seed}"
-            command = [sys.executable, "-m", "llmenv.cli", "train", learner, "--task", task, *common, *flags[learner]]
+            command = [sys.executable, "-m", "llmenv.cli", "train", COMMANDS.get(learner, learner), "--task", task]
+            command += [*common, *flags[learner]]
             command += [*extra.get(learner, []), "--seed", str(seed), "--out", str(out / key)]
             started = time.perf_counter()
             proc = subprocess.run(command, capture_output=True, text=True)

@@ -15,7 +15,10 @@ The same job for both, each run in its own fresh Python process, the sides alter
   1.0, top-p 1, at most 32 new tokens. TRL pairs the two samples whatever their rewards (a tie picks the
   first as chosen); llmenv drops tied pairs (`ties`) and pairs only samples the reward separates;
 - prompts: llmenv draws its tasks from the env's training seeds; TRL gets a dataset of the same number
-  of prompts (the env's rendered messages for seeds from the same range) and samples them in its own order.
+  of prompts (the env's rendered messages for seeds from the same range) and samples them in its own order;
+- TRL's `gradient_checkpointing`, on by default in its OnlineDPOConfig, is turned off: with it on, TRL
+  generates without a KV cache (`use_cache=False`), which made one 20-step run take over 20 minutes here;
+  llmenv does not checkpoint either.
 
 Figures: seconds per step (median; llmenv's `step_time_s`, TRL's by callback; both include generation,
 scoring and the update), whole-process wall time, peak RSS, and greedy held-out success after the same
@@ -104,7 +107,8 @@ def worker_trl(spec: dict) -> dict:
                                learning_rate=LR, beta=BETA, lr_scheduler_type="constant", warmup_steps=0,
                                weight_decay=0.0, max_grad_norm=1.0, max_new_tokens=MAX_NEW_TOKENS, temperature=1.0,
                                top_p=1.0, logging_steps=1, save_strategy="no", report_to="none", seed=spec["seed"],
-                               use_cpu=True, bf16=False, dataloader_num_workers=0)  # fmt: skip
+                               use_cpu=True, bf16=False, dataloader_num_workers=0,
+                               gradient_checkpointing=False)  # fmt: skip
         trainer = OnlineDPOTrainer(model=model, reward_funcs=task_reward, args=args,
                                    train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                                    callbacks=[trl_step_timer(times)])  # fmt: skip

@@ -204,6 +204,21 @@ def test_rejection_sampling_trains_on_the_verified_successes_only(tiny_dir, tmp_
     assert any(r["kept_fraction"] > 0 for r in logged) and any(r["verifier_error_fraction"] > 0 for r in logged)
 
 
+def test_rejection_sampling_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path):
+    def cfg(out, steps, **kw) -> SFTConfig:
+        return SFTConfig(model=tiny_dir, task="llmenv/sft-parity-test-v0", samples=2, prompts_per_step=2,
+                         steps=steps, max_new_tokens=8, lr=1e-3, out=str(out), seed=3, **kw)  # fmt: skip
+
+    train(cfg(tmp_path / "straight", 4), progress=False)
+    train(cfg(tmp_path / "resumed", 2, save_every=2), progress=False)
+    train(cfg(tmp_path / "resumed", 4, resume=True), progress=False)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    keys = ("step", "kept_fraction", "trained_tokens", "reward_mean", "verifier_error_fraction")
+    ours, theirs = metric_rows(tmp_path / "resumed"), metric_rows(tmp_path / "straight")
+    assert [[r[k] for k in keys] for r in ours] == [[r[k] for k in keys] for r in theirs]
+    assert sum(r["trained_tokens"] for r in ours) > 0  # the resumed steps trained on kept samples
+
+
 @pytest.mark.slow
 def test_smollm2_masks_its_template_exactly_and_trains_from_the_cli(tmp_path):
     from llmenv.models import load_tokenizer
