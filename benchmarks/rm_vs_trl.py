@@ -73,6 +73,8 @@ def prepare(work: Path, args: argparse.Namespace) -> dict:
 
     from llmenv.models import load_reward_model, load_tokenizer, resolve_model_dir
 
+    if args.steps < 2:  # llmenv's last step also runs the held-out evaluation, so it is not timed
+        raise SystemExit(f"--steps must be at least 2 (the last step is left out of the timing), got {args.steps}")
     write_pairs(work / "train.jsonl", args.steps * args.batch_size, 0)
     write_pairs(work / "held.jsonl", HELD_OUT, HELD_OUT_SEED)
     torch.manual_seed(0)
