@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -11,6 +17,8 @@ from llmenv.integrations import verl
 from llmenv.types import Verdict
 
 VERL_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
+VERL_PATH = os.environ.get("LLMENV_VERL_PATH", str(Path(__file__).resolve().parents[2] / ".verl-side"))
+"""A folder holding verl 0.9.1 and what its reward code imports: what `bash .ci/verl-side.sh` makes and prints."""
 
 
 def flaky_grader(completion: str, task) -> Verdict:
@@ -108,3 +116,37 @@ def test_mistakes_are_named_errors(tmp_path):
         verl.export_rows("guess-number-v0", 2)
     with pytest.raises(TaskConfigError, match="n must be at least 1"):
         verl.export_rows("arith-v0", 0)
+
+
+@pytest.mark.slow
+def test_verls_own_loader_and_reward_managers_give_the_envs_rewards(tmp_path):
+    if not (Path(VERL_PATH) / "verl").is_dir():
+        pytest.skip(f"no verl in {VERL_PATH}: run `bash .ci/verl-side.sh` (CI does) or set LLMENV_VERL_PATH")
+    from llmenv.models import load_tokenizer
+
+    path = verl.export_parquet("arith-demo-v0", tmp_path / "rows.parquet", 6, seed=11)
+    rows = read_back(path)
+    answers = [row["reward_model"]["ground_truth"] for row in rows]
+    boxed = [f"\\boxed{{{a}}}" for a in answers]
+    responses = [f"It is {boxed[0]}.", "I do not know", f"\\boxed{{{int(answers[2]) + 1}}}", answers[3],
+                 f"{boxed[4]} and {boxed[4]}", boxed[5]]  # fmt: skip
+    (tmp_path / "responses.json").write_text(json.dumps(responses))
+    driver = Path(__file__).with_name("verl_driver.py")
+    proc = subprocess.run([sys.executable, str(driver), str(path), str(tmp_path / "responses.json")],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": VERL_PATH})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    env = llmenv.make("llmenv/arith-demo-v0", tokenizer=load_tokenizer("smollm2-135m"))
+    expected, passed = [], []
+    for i, response in enumerate(responses):
+        env.reset(seed=11 + i)
+        _, reward, _, _, info = env.step(response)
+        expected.append(reward)
+        passed.append(float(info["verdict"].passes()))
+    assert len(set(expected)) >= 3  # the responses earn different rewards, so a mix-up would show
+    for manager in ("naive", "batch"):
+        assert got[manager]["rewards"] == pytest.approx(expected)
+        assert got[manager]["total"] == pytest.approx(sum(expected))  # nothing but the last token is rewarded
+        assert got[manager]["extra"] == {"score": pytest.approx(expected), "passed": passed,
+                                         "verifier_error": [0.0] * 6}  # fmt: skip
