@@ -17,16 +17,13 @@ nothing of verl.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gymnasium.utils import seeding
-
-from llmenv.errors import DataError, TaskConfigError
+from llmenv.errors import DataError
+from llmenv.integrations.rows import draw_tasks, single_turn_spec, task_from_json, task_to_json
 from llmenv.registry import spec
-from llmenv.sources import as_source
 from llmenv.types import Task, Verdict
 from llmenv.verifiers.base import call_verifier, call_verifier_batch
 
@@ -38,48 +35,19 @@ SCORE_KEYS = ("score", "passed", "verifier_error")
 """The keys of every `compute_score` result: verl collects each key into a list per batch, so they never vary."""
 
 
-def task_to_json(task: Task) -> str:
-    """The Task as a JSON object string `{prompt, answer, tests, meta}` (DataError if a field is not JSON)."""
-    try:
-        return json.dumps({"prompt": task.messages(), "answer": task.answer, "tests": task.tests,
-                           "meta": dict(task.meta)})  # fmt: skip
-    except TypeError as exc:
-        raise DataError(f"task {task.prompt!r:.60} cannot be exported: its tests or meta are not JSON ({exc})") from exc
-
-
-def task_from_json(text: str) -> Task:
-    """The Task `task_to_json` wrote."""
-    fields = json.loads(text)
-    return Task(fields["prompt"], answer=fields["answer"], tests=fields["tests"], meta=fields["meta"])
-
-
 def export_rows(task_id: str, n: int, *, seed: int = 0, split: str = "train", **params: Any) -> list[dict[str, Any]]:
     """verl rows for the tasks `env.reset(seed=seed + i)` draws, i < n (`params`: the task's make() keywords)."""
-    task_spec = spec(task_id)
-    if task_spec.env != "single_turn":
-        raise TaskConfigError(
-            f"`{task_spec.task_id}` is a {task_spec.env} task; verl's reward function scores one response, so only "
-            "single-turn tasks export (train multi-turn ones with `llmenv train` or verl's agent loop)"
-        )
-    if n < 1:
-        raise TaskConfigError(f"n must be at least 1, got {n}")
-    options = {**task_spec.defaults, **params}
-    system_prompt = options.pop("system_prompt", None)
-    options.pop("verifier_timeout_s", None)
-    source = as_source(task_spec.source, options, task_spec.row_to_task)
-    rows = []
-    for index in range(n):
-        rng, _ = seeding.np_random(seed + index)  # the generator env.reset(seed=seed + index) samples with
-        task = source.sample(rng)
-        task = Task(task.messages(system_prompt), answer=task.answer, tests=task.tests, meta=task.meta)
-        rows.append({
+    task_spec = single_turn_spec(task_id, "verl")
+    return [
+        {
             "data_source": task_spec.task_id,
             "prompt": task.messages(),
             "ability": ABILITY,
             "reward_model": {"style": "rule", "ground_truth": task.answer or ""},
             "extra_info": {"split": split, "index": index, "seed": seed + index, TASK_KEY: task_to_json(task)},
-        })  # fmt: skip
-    return rows
+        }
+        for index, task in enumerate(draw_tasks(task_spec, n, seed=seed, **params))
+    ]
 
 
 def export_parquet(

@@ -17,8 +17,9 @@ from llmenv.integrations import verl
 from llmenv.types import Verdict
 
 VERL_COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
-VERL_PATH = os.environ.get("LLMENV_VERL_PATH", str(Path(__file__).resolve().parents[2] / ".verl-side"))
-"""A folder holding verl 0.9.1 and what its reward code imports: what `bash .ci/verl-side.sh` makes and prints."""
+VERL_PATH = str(Path(os.environ.get("LLMENV_SIDE_PACKAGES", Path(__file__).resolve().parents[2] / ".side-packages"))
+                / "verl")  # fmt: skip
+"""verl 0.9.1 and what its reward code imports: a folder `bash .ci/side-packages.sh` makes (CI runs it)."""
 
 
 def flaky_grader(completion: str, task) -> Verdict:
@@ -112,7 +113,7 @@ def test_mistakes_are_named_errors(tmp_path):
         verl.compute_score(data_source="llmenv/arith-v9", solution_str="1", ground_truth="1")
     with pytest.raises(UnknownTaskError):
         verl.compute_score_for("no-such-task-v0")
-    with pytest.raises(TaskConfigError, match="dialogue task; verl's reward function scores one response"):
+    with pytest.raises(TaskConfigError, match="dialogue task; verl.s reward function scores one response"):
         verl.export_rows("guess-number-v0", 2)
     with pytest.raises(TaskConfigError, match="n must be at least 1"):
         verl.export_rows("arith-v0", 0)
@@ -121,7 +122,7 @@ def test_mistakes_are_named_errors(tmp_path):
 @pytest.mark.slow
 def test_verls_own_loader_and_reward_managers_give_the_envs_rewards(tmp_path):
     if not (Path(VERL_PATH) / "verl").is_dir():
-        pytest.skip(f"no verl in {VERL_PATH}: run `bash .ci/verl-side.sh` (CI does) or set LLMENV_VERL_PATH")
+        pytest.skip(f"no verl in {VERL_PATH}: run `bash .ci/side-packages.sh` (CI does)")
     from llmenv.models import load_tokenizer
 
     path = verl.export_parquet("arith-demo-v0", tmp_path / "rows.parquet", 6, seed=11)
