@@ -13,7 +13,8 @@ disabled (no second copy in memory). The loss is any pairwise loss of `agents/pr
 default). Chosen and rejected rows of a group share their prompt, which `agents/scoring.py` runs once.
 `--spin` is SPIN (Chen et al. 2024): chosen = the task's reference answer as the assistant's reply
 (written through `spin_template`), rejected = the policy's own sample, reference = the previous
-iterate (the policy as it was at the start of each of `spin_iterations` equal spans of steps).
+iterate (the policy as it was at the start of each of `spin_iterations` equal spans of steps), a frozen
+full copy also under LoRA (the base with the adapter merged in at each iteration boundary).
 """
 
 from __future__ import annotations
@@ -60,8 +61,6 @@ class OnlineDPOConfig(LearnerConfig, LossOptions):
             raise ConfigError(f"online DPO pairs samples of a task: --group-size must be >= 2, got {self.group_size}")
         if self.spin and "{answer}" not in self.spin_template:
             raise ConfigError(f"--spin-template must contain {{answer}}, got {self.spin_template!r}")
-        if self.spin and self.lora_rank:
-            raise ConfigError("--spin keeps the previous iterate as a full copy of the policy; drop --lora-rank")
         if self.spin and self.loss in REFERENCE_FREE:
             raise ConfigError(f"--spin compares against the previous iterate; --loss {self.loss} reads no reference")
 
@@ -148,12 +147,29 @@ def step_pairs(state: OnlineDPOState, batch: RolloutBatch) -> tuple[list[tuple[S
     return pairs, [float(batch.rewards[c] - batch.rewards[r]) for c, r in chosen_rows], ties
 
 
+def copy_policy_into(reference: Any, model: Any) -> None:
+    """Make `reference` (a frozen full model) the policy as it is now: its weights, or under LoRA, base + adapter.
+
+    A LoRA policy's trained weights are its adapters: each wrapped linear layer's merged weight is the base
+    weight plus the adapter's delta (peft's `get_delta_weight`); every other weight is frozen, so equal already.
+    """
+    if not hasattr(model, "get_base_model"):
+        reference.load_state_dict(model.state_dict())
+        return
+    targets = dict(reference.named_modules())
+    with torch.no_grad():
+        for name, module in model.get_base_model().named_modules():
+            if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight"):
+                delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
+                targets[name].weight.copy_(module.base_layer.weight + delta)
+
+
 def advance_spin_iterate(state: OnlineDPOState) -> None:
     """At the start of each SPIN iteration after the first, the reference becomes the current policy."""
     cfg = state.config
     span = -(-cfg.steps // cfg.spin_iterations)
     if cfg.spin and state.step and state.step % span == 0 and state.reference is not None:
-        state.reference.load_state_dict(state.model.state_dict())
+        copy_policy_into(state.reference, state.model)
 
 
 def update(state: OnlineDPOState, batch: RolloutBatch) -> dict[str, float]:

@@ -121,8 +121,22 @@ def test_spin_prefers_the_reference_answer_and_moves_its_reference_each_iteratio
     assert any(not torch.equal(reference[k], start[k]) for k in start if k in reference)
     with pytest.raises(ConfigError, match="must contain \\{answer\\}"):
         config(tiny_dir, tmp_path, spin=True, spin_template="no answer")
-    with pytest.raises(ConfigError, match="drop --lora-rank"):
-        config(tiny_dir, tmp_path, spin=True, lora_rank=4)
+
+
+def test_lora_spin_moves_its_reference_to_base_plus_adapter(tiny_dir, tmp_path):
+    cfg = config(tiny_dir, tmp_path, task="llmenv/arith-v0", spin=True, spin_iterations=2, steps=4, group_size=1,
+                 spin_template="The answer is {answer}.", lr=1e-2, lora_rank=4)  # fmt: skip
+    state = train(cfg, progress=False)
+    assert all(math.isfinite(r["loss"]) for r in metric_rows(tmp_path))
+    reference = state.reference.state_dict()  # the iterate after step 2: base + that step's adapter
+    start = load_file(f"{tiny_dir}/model.safetensors")
+    assert any(not torch.equal(reference[k], start[k]) for k in start if k in reference)
+    online_dpo.copy_policy_into(state.reference, state.model)  # now the final policy, merged
+    ids = torch.tensor([[5, 9, 13, 21, 8]])
+    with torch.no_grad():
+        merged = state.reference(ids).logits
+        policy = state.model.eval()(ids).logits
+    torch.testing.assert_close(merged, policy, rtol=1e-4, atol=1e-4)
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path):
