@@ -68,6 +68,22 @@ def test_math_verdicts_equal_the_in_process_ones():
     assert sum(v.passed for v in got) == 8 and single.passed
 
 
+def test_a_code_verifier_already_in_use_here_grades_in_its_own_sandbox_there():
+    import numpy as np
+
+    from llmenv.tasks.codegen import generate_codegen
+    from llmenv.verifiers.code import CodeVerifier
+
+    tasks = [generate_codegen(np.random.default_rng(i)) for i in range(4)]
+    completions = [f"```python\n{t.meta['reference_solution']}```" if i % 2 else "```python\nx = 1\n```"
+                   for i, t in enumerate(tasks)]  # fmt: skip
+    verifier = CodeVerifier()
+    here = verifier.verify_batch(completions, tasks)  # starts this process's default sandbox
+    with RayVerifierPool(verifier, 2) as pool:  # the copies leave it behind and start their own
+        there = pool.verify_batch(completions, tasks)
+    assert [v.passed for v in there] == [v.passed for v in here] == [False, True, False, True]
+
+
 def test_a_crashing_verifier_is_an_error_verdict_and_the_rest_are_graded():
     tasks = arith_tasks(4)
     with RayVerifierPool(slow_exact, 2) as pool:

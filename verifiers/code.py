@@ -502,6 +502,7 @@ class CodeVerifier(BaseVerifier):
         if not isinstance(programs_per_run, int) or programs_per_run < 1:
             raise VerifierError(f"programs_per_run must be a positive int, got {programs_per_run!r}")
         self._sandbox = sandbox
+        self._default_sandbox = sandbox is None
         self._pool: _StreamPool | None = None
         self.limits = limits
         self.per_test_timeout_s = per_test_timeout_s
@@ -540,7 +541,11 @@ class CodeVerifier(BaseVerifier):
             self._pool.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_pool": None}
+        """A copy for another process (a Ray actor, a worker): no streamed runs, and its own default sandbox."""
+        state = self.__dict__ | {"_pool": None}
+        if state.get("_default_sandbox", False):
+            state["_sandbox"] = None  # the process-wide default sandbox stays here; the copy starts its own
+        return state
 
     def verify_batch(
         self, completions: Sequence[str], tasks: Sequence[Task], *, max_workers: int | None = None
