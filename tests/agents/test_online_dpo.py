@@ -146,6 +146,17 @@ def test_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path):
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")
 
 
+def test_spin_resume_restores_the_previous_iterate(tiny_dir, tmp_path):
+    def spin(out, steps, **kw):
+        return config(tiny_dir, out, task="llmenv/arith-v0", spin=True, spin_iterations=2, steps=steps,
+                      group_size=1, spin_template="The answer is {answer}.", lr=1e-2, **kw)  # fmt: skip
+
+    train(spin(tmp_path / "straight", 4), progress=False)
+    train(spin(tmp_path / "resumed", 3, save_every=3), progress=False)  # saved after the iterate moved at step 2
+    train(spin(tmp_path / "resumed", 4, resume=True), progress=False)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
 def test_cli_refuses_a_group_of_one_in_one_line_and_trains(tiny_dir, tmp_path):
     base = [sys.executable, "-m", "llmenv.cli", "train", "online-dpo", "--model", tiny_dir, "--task",
             "llmenv/arith-v0", "--out", str(tmp_path), "--max-new-tokens", "4",
