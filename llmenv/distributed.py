@@ -115,10 +115,12 @@ class RayVerifierPool(BaseVerifier):
             ) from None
         return actors
 
-    def _replace(self, index: int) -> None:
+    def _replace(self, index: int, failed: Any) -> None:
+        """Put a fresh actor in slot `index`, unless another thread already replaced the `failed` one."""
         with self._lock:
-            self.ray.kill(self.actors[index], no_restart=True)
-            self.actors[index] = self._started(1)[0]
+            if self.actors[index] is failed:
+                self.ray.kill(failed, no_restart=True)
+                self.actors[index] = self._started(1)[0]
 
     def __call__(self, completion: str, task: Task) -> Verdict:
         """One completion, on the next actor in turn."""
@@ -134,21 +136,22 @@ class RayVerifierPool(BaseVerifier):
         verdicts: list[Verdict | None] = [None] * len(completions)
         pending = {index: (start, stop, 0) for index, (start, stop) in shards.items()}
         while pending:
-            refs = {index: self.actors[index].grade.remote(list(completions[a:b]), list(tasks[a:b]))
+            used = {index: self.actors[index] for index in pending}
+            refs = {index: used[index].grade.remote(list(completions[a:b]), list(tasks[a:b]))
                     for index, (a, b, _) in pending.items()}  # fmt: skip
             ready, _ = self.ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.timeout_s)
             retry = {}
             for index, ref in refs.items():
                 start, stop, tries = pending[index]
                 if ref not in ready:
-                    self._replace(index)
+                    self._replace(index, used[index])
                     failure = f"verifier worker took longer than {self.timeout_s:g}s; its actor was replaced"
                     verdicts[start:stop] = [Verdict.failure(failure)] * (stop - start)
                     continue
                 try:
                     verdicts[start:stop] = self.ray.get(ref)
                 except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError) as exc:
-                    self._replace(index)
+                    self._replace(index, used[index])
                     if tries < self.retries:
                         retry[index] = (start, stop, tries + 1)
                     else:
