@@ -17,9 +17,10 @@ it is missing. With `address=None` a local Ray is started (or the running one jo
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from llmenv.errors import VerifierError
 from llmenv.types import Task, Verdict
@@ -38,12 +39,12 @@ def import_ray() -> Any:
     return ray
 
 
-def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
+def ensure_ray(address: str | None = None) -> Any:
     """`ray`, initialised: joins `address` (or the running Ray), else starts a local one without a dashboard."""
     ray = import_ray()
     if not ray.is_initialized():
         if address is None:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
     return ray
@@ -62,8 +63,6 @@ class _Grader:
 
     def pid(self) -> int:
         """The actor's process id (tests kill it)."""
-        import os  # noqa: PLC0415 - runs in the actor
-
         return os.getpid()
 
 
@@ -161,7 +160,7 @@ class RayVerifierPool(BaseVerifier):
                     failure = f"verifier worker raised {type(exc.cause).__name__}: {exc.cause}"
                     verdicts[start:stop] = [Verdict.failure(failure)] * (stop - start)
             pending = retry
-        return [v if v is not None else Verdict.failure("no verdict came back") for v in verdicts]
+        return cast("list[Verdict]", verdicts)  # every shard was filled: its verdicts, or error verdicts
 
     def pids(self) -> list[int]:
         """The actors' process ids, in actor order."""

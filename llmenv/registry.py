@@ -22,7 +22,7 @@ import gymnasium as gym
 from llmenv.dialogue import DialogueEnv
 from llmenv.env import LLMEnv
 from llmenv.errors import RegistrationError, UnknownTaskError
-from llmenv.sources import as_source
+from llmenv.sources import TaskSource, as_source
 from llmenv.tool_env import ToolEnv
 from llmenv.types import Task
 
@@ -149,10 +149,7 @@ def env_builder(
 
     task_spec = spec(task_id)
     env_class = ENV_KINDS[task_spec.env]
-    options = {**task_spec.defaults, **kwargs}
-    env_kwargs = {k: v for k, v in options.items() if k in env_class.ENV_KWARGS}
-    source_params = {k: v for k, v in options.items() if k not in env_class.ENV_KWARGS}
-    source = as_source(task_spec.source, source_params, task_spec.row_to_task)
+    source, env_kwargs = task_source(task_spec, kwargs)
     if isinstance(tokenizer, (str, bytes)) or hasattr(tokenizer, "__fspath__"):
         tokenizer = load_tokenizer(tokenizer)
     chosen = verifier or task_spec.verifier
@@ -161,6 +158,15 @@ def env_builder(
         return env_class(source, chosen, tokenizer, task_id=task_spec.task_id, **env_kwargs)
 
     return build
+
+
+def task_source(task_spec: TaskSpec, kwargs: Mapping[str, Any]) -> tuple[TaskSource, dict[str, Any]]:
+    """The task's source built from make()'s keywords (over the registered defaults), and the env's own keywords."""
+    env_class = ENV_KINDS[task_spec.env]
+    options = {**task_spec.defaults, **kwargs}
+    env_kwargs = {k: v for k, v in options.items() if k in env_class.ENV_KWARGS}
+    source_params = {k: v for k, v in options.items() if k not in env_class.ENV_KWARGS}
+    return as_source(task_spec.source, source_params, task_spec.row_to_task), env_kwargs
 
 
 def make(task_id: str, *, tokenizer: Any, verifier: Callable[[str, Task], Any] | None = None, **kwargs: Any) -> gym.Env:

@@ -15,8 +15,7 @@ from typing import Any
 from gymnasium.utils import seeding
 
 from llmenv.errors import DataError, TaskConfigError
-from llmenv.registry import TaskSpec, spec
-from llmenv.sources import as_source
+from llmenv.registry import TaskSpec, spec, task_source
 from llmenv.types import Task
 
 
@@ -50,10 +49,8 @@ def draw_tasks(task_spec: TaskSpec, n: int, *, seed: int = 0, **params: Any) -> 
     """The tasks `env.reset(seed=seed + i)` draws, i < n, with the env's system prompt in their messages."""
     if n < 1:
         raise TaskConfigError(f"n must be at least 1, got {n}")
-    options = {**task_spec.defaults, **params}
-    system_prompt = options.pop("system_prompt", None)
-    options.pop("verifier_timeout_s", None)
-    source = as_source(task_spec.source, options, task_spec.row_to_task)
+    source, env_kwargs = task_source(task_spec, params)
+    system_prompt = env_kwargs.get("system_prompt")
     tasks = []
     for index in range(n):
         rng, _ = seeding.np_random(seed + index)  # the generator env.reset(seed=seed + index) samples with

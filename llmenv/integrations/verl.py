@@ -25,7 +25,7 @@ from llmenv.errors import DataError
 from llmenv.integrations.rows import draw_tasks, single_turn_spec, task_from_json, task_to_json
 from llmenv.registry import spec
 from llmenv.types import Task, Verdict
-from llmenv.verifiers.base import call_verifier, call_verifier_batch
+from llmenv.verifiers.base import call_verifier_batch
 
 ABILITY = "llmenv"
 """verl's `ability` column for exported rows (verl only carries it along)."""
@@ -80,9 +80,7 @@ def compute_score(
     data_source: str, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None, **_: Any
 ) -> dict[str, float]:
     """verl's reward function: the verdict of `data_source`'s verifier on `solution_str` (extra kwargs ignored)."""
-    task_spec = spec(data_source)
-    verdict = call_verifier(task_spec.verifier, solution_str, row_task(ground_truth, extra_info))
-    return score_of(verdict, task_spec.pass_threshold)
+    return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info])[0]
 
 
 def compute_score_batch(

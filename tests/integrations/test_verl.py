@@ -60,6 +60,12 @@ def test_export_has_verls_columns_and_the_tasks_env_reset_draws(tmp_path, tok):
         assert verl.task_from_json(row["extra_info"]["llmenv_task"]).answer == info["task"].answer
 
 
+def test_export_takes_make_keywords_for_the_env_and_the_source(tok):
+    (row,) = verl.export_rows("arith-v0", 1, seed=3, system_prompt="Be terse.", digits=3, chat_template=None)
+    _, info = llmenv.make("llmenv/arith-v0", tokenizer=tok, system_prompt="Be terse.", digits=3).reset(seed=3)
+    assert row["prompt"] == info["messages"] and row["prompt"][0] == {"role": "system", "content": "Be terse."}
+
+
 def test_compute_score_equals_the_envs_reward(tmp_path, tok):
     rows = read_back(verl.export_parquet("arith-demo-v0", tmp_path / "t.parquet", 4, seed=7))
     env = llmenv.make("llmenv/arith-demo-v0", tokenizer=tok)
